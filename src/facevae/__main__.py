@@ -1,0 +1,5 @@
+import sys
+
+from facevae.cli import main
+
+sys.exit(main())

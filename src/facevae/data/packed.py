@@ -1,0 +1,304 @@
+"""The packed dataset: a folder of memory-mappable arrays that every later step reads.
+
+Layout of a packed dataset folder::
+
+    meta.json          format version, count, image size, attribute/factor names, source
+    images.npy         uint8 (N, H, W, 3), opened with mmap so reading never loads the whole file
+    attributes.npy     uint8 (N, A), values 0/1
+    partition.npy      int8 (N,), the source's own partition: 0 train, 1 valid, 2 test, -1 none
+    image_ids.json     list of N image ids (file names for CelebA)
+    factors.npy        int64 (N, F), ground-truth factors (synthetic data only)
+    integrity.json     the integrity report of the preparation
+    splits/NAME.npy    int8 (N,) assignment of a stored split (0/1/2, -1 unused)
+    splits/NAME.json   the split's distribution check
+
+``.npy`` keeps shape and dtype in the file itself, so the arrays stay readable with plain numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facevae.data.attributes import PARTITION_NAMES
+
+FORMAT_VERSION = 1
+OFFICIAL_SPLIT = "official"
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file that cannot be used; the message says which and why."""
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@dataclass
+class PackedMeta:
+    count: int
+    height: int
+    width: int
+    attribute_names: list[str]
+    factor_names: list[str] = field(default_factory=list)
+    factor_sizes: list[int] = field(default_factory=list)
+    source: str = ""
+    preprocessing: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_json(cls, path: Path) -> "PackedMeta":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{path}: cannot read dataset metadata ({exc})") from None
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        missing = {"count", "height", "width", "attribute_names"} - set(known)
+        if missing:
+            raise DatasetError(f"{path}: metadata lacks {', '.join(sorted(missing))}")
+        return cls(**known)
+
+
+class PackedDataset:
+    """Read access to a packed dataset folder; images stay memory-mapped."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise DatasetError(
+                f"{self.root}: not a packed dataset (no meta.json); "
+                "make one with `facevae data synth` or `facevae data prepare`"
+            )
+        self.meta = PackedMeta.from_json(meta_path)
+        self.images = np.load(self.root / "images.npy", mmap_mode="r")
+        self.attributes = np.load(self.root / "attributes.npy")
+        self.partition = np.load(self.root / "partition.npy")
+        factors_path = self.root / "factors.npy"
+        self.factors = np.load(factors_path) if factors_path.is_file() else None
+        ids_path = self.root / "image_ids.json"
+        self.image_ids = json.loads(ids_path.read_text()) if ids_path.is_file() else None
+        n = self.meta.count
+        if self.images.shape != (n, self.meta.height, self.meta.width, 3):
+            raise DatasetError(
+                f"{self.root}: images.npy has shape {self.images.shape}, "
+                f"meta.json says {(n, self.meta.height, self.meta.width, 3)}"
+            )
+        if self.attributes.shape != (n, len(self.meta.attribute_names)):
+            raise DatasetError(f"{self.root}: attributes.npy shape {self.attributes.shape} != ({n}, A)")
+
+    def __len__(self) -> int:
+        return self.meta.count
+
+    def __repr__(self) -> str:
+        return f"PackedDataset({str(self.root)!r}, n={len(self)}, size={self.meta.height}x{self.meta.width})"
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.meta.attribute_names)
+
+    @property
+    def factor_names(self) -> list[str]:
+        return list(self.meta.factor_names)
+
+    @property
+    def factor_sizes(self) -> list[int]:
+        return list(self.meta.factor_sizes)
+
+    @property
+    def integrity(self) -> dict | None:
+        path = self.root / "integrity.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    # --- splits -------------------------------------------------------------------------------
+    def split_names(self) -> list[str]:
+        names = [OFFICIAL_SPLIT] if (self.partition >= 0).any() else []
+        split_dir = self.root / "splits"
+        if split_dir.is_dir():
+            names += sorted(p.stem for p in split_dir.glob("*.npy") if p.stem != OFFICIAL_SPLIT)
+        return names
+
+    def load_split(self, name: str = OFFICIAL_SPLIT) -> np.ndarray:
+        """The split's assignment: int8 (N,), 0 train, 1 valid, 2 test, -1 not used."""
+        if name == OFFICIAL_SPLIT:
+            if not (self.partition >= 0).any():
+                raise DatasetError(f"{self.root}: has no official partition; store a split with `facevae data split`")
+            return self.partition
+        path = self.root / "splits" / f"{name}.npy"
+        if not path.is_file():
+            available = ", ".join(self.split_names()) or "none"
+            raise DatasetError(f"{self.root}: no split named {name!r} (available: {available})")
+        return np.load(path)
+
+    def split_report(self, name: str) -> dict | None:
+        path = self.root / "splits" / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def indices(self, split: str, part: str) -> np.ndarray:
+        """Row indices of ``part`` ('train', 'valid' or 'test') in the named split."""
+        if part not in PARTITION_NAMES:
+            raise DatasetError(f"unknown part {part!r}; use one of {', '.join(PARTITION_NAMES)}")
+        return np.flatnonzero(self.load_split(split) == PARTITION_NAMES.index(part))
+
+    def save_split(self, name: str, assignment: np.ndarray, report: dict | None = None) -> Path:
+        if name == OFFICIAL_SPLIT:
+            raise DatasetError("the official split is the source's partition and cannot be overwritten")
+        assignment = np.asarray(assignment, dtype=np.int8)
+        if assignment.shape != (len(self),):
+            raise DatasetError(f"split assignment has shape {assignment.shape}, expected ({len(self)},)")
+        split_dir = self.root / "splits"
+        split_dir.mkdir(exist_ok=True)
+        save_npy_atomic(split_dir / f"{name}.npy", assignment)
+        if report is not None:
+            write_json_atomic(split_dir / f"{name}.json", report)
+        return split_dir / f"{name}.npy"
+
+
+class PackedWriter:
+    """Writes a packed dataset in pieces, so memory stays flat whatever the number of images.
+
+    Images go into a preallocated ``images.npy`` inside ``OUT/.partial``, each write through a
+    memory map of just its own rows (worker processes can write disjoint rows of the same file at
+    once); ``finalize`` drops rows marked bad, chunk by chunk, writes the small arrays and
+    metadata, and moves everything into place. Until then ``OUT`` has no ``meta.json``, so a
+    half-written dataset is never mistaken for a finished one.
+    """
+
+    def __init__(self, root: str | os.PathLike, count: int, height: int, width: int, *, resume: bool = False):
+        self.root = Path(root)
+        self.work = self.root / ".partial"
+        self.count, self.height, self.width = count, height, width
+        shape = (count, height, width, 3)
+        if resume and self.images_path.is_file():
+            existing = np.load(self.images_path, mmap_mode="r").shape
+            if existing != shape:
+                raise DatasetError(
+                    f"{self.work}: an earlier preparation used shape {existing}, not {shape}; "
+                    "delete the folder to start over"
+                )
+        else:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            self.work.mkdir(parents=True)
+            np.lib.format.open_memmap(self.images_path, mode="w+", dtype=np.uint8, shape=shape).flush()
+        self.offset = np.load(self.images_path, mmap_mode="r").offset  # bytes of .npy header
+
+    @property
+    def images_path(self) -> Path:
+        return self.work / "images.npy"
+
+    def rows(self, start: int, stop: int, mode: str = "r+") -> np.memmap:
+        """A memory map of rows ``start:stop`` only."""
+        row_bytes = self.height * self.width * 3
+        return np.memmap(
+            self.images_path, dtype=np.uint8, mode=mode,
+            offset=self.offset + start * row_bytes, shape=(stop - start, self.height, self.width, 3),
+        )
+
+    def write(self, start: int, images: np.ndarray) -> None:
+        window = self.rows(start, start + len(images))
+        window[:] = images
+        window.flush()
+        del window
+
+    def finalize(
+        self,
+        *,
+        attributes: np.ndarray,
+        attribute_names: list[str],
+        keep: np.ndarray | None = None,
+        partition: np.ndarray | None = None,
+        image_ids: list[str] | None = None,
+        factors: np.ndarray | None = None,
+        factor_names: list[str] | None = None,
+        factor_sizes: list[int] | None = None,
+        source: str = "",
+        preprocessing: str = "",
+        integrity: dict | None = None,
+        chunk: int = 4096,
+    ) -> PackedDataset:
+        keep = np.ones(self.count, bool) if keep is None else np.asarray(keep, bool)
+        kept = np.flatnonzero(keep)
+        if len(kept) < self.count:
+            self._compact(keep, chunk)
+
+        partition = np.full(self.count, -1, np.int8) if partition is None else np.asarray(partition, np.int8)
+        np.save(self.work / "attributes.npy", np.asarray(attributes, np.uint8)[kept])
+        np.save(self.work / "partition.npy", partition[kept])
+        if image_ids is not None:
+            (self.work / "image_ids.json").write_text(json.dumps([image_ids[i] for i in kept]))
+        if factors is not None:
+            np.save(self.work / "factors.npy", np.asarray(factors, np.int64)[kept])
+        if integrity is not None:
+            write_json_atomic(self.work / "integrity.json", integrity)
+        meta = PackedMeta(
+            count=len(kept),
+            height=self.height,
+            width=self.width,
+            attribute_names=list(attribute_names),
+            factor_names=list(factor_names or []),
+            factor_sizes=[int(s) for s in (factor_sizes or [])],
+            source=source,
+            preprocessing=preprocessing,
+        )
+        for name in ("images.npy", "attributes.npy", "partition.npy", "image_ids.json", "factors.npy", "integrity.json"):
+            if (self.work / name).exists():
+                os.replace(self.work / name, self.root / name)
+        # meta.json last: its presence marks the dataset as complete.
+        write_json_atomic(self.root / "meta.json", meta.__dict__)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return PackedDataset(self.root)
+
+    def _compact(self, keep: np.ndarray, chunk: int) -> None:
+        kept = np.flatnonzero(keep)
+        compact_path = self.work / "images.compact.npy"
+        out = np.lib.format.open_memmap(
+            compact_path, mode="w+", dtype=np.uint8, shape=(len(kept), self.height, self.width, 3)
+        )
+        done = 0
+        for lo in range(0, self.count, chunk):
+            hi = min(lo + chunk, self.count)
+            window = self.rows(lo, hi, mode="r")
+            good = window[keep[lo:hi]]
+            out[done : done + len(good)] = good
+            done += len(good)
+            del window
+        out.flush()
+        del out
+        os.replace(compact_path, self.images_path)
+
+
+def write_packed(root: str | os.PathLike, images: np.ndarray, attributes: np.ndarray, attribute_names: list[str], **kwargs) -> PackedDataset:
+    """Write a whole in-memory dataset at once (small data, tests)."""
+    images = np.asarray(images, np.uint8)
+    writer = PackedWriter(root, len(images), images.shape[1], images.shape[2])
+    writer.write(0, images)
+    return writer.finalize(attributes=attributes, attribute_names=attribute_names, **kwargs)

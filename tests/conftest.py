@@ -1,0 +1,64 @@
+"""Shared fixtures: small CelebA-format folders made by the tests themselves."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facevae.data.attributes import CELEBA_ATTRIBUTES
+
+
+def celeba_image(i: int) -> Image.Image:
+    """A 178×218 picture with structure at every scale, different for every index."""
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:218, 0:178].astype(np.float32)
+    cx, cy, r = 89 + rng.normal(0, 8), 109 + rng.normal(0, 8), rng.uniform(35, 60)
+    disc = ((x - cx) ** 2 + (y - cy) ** 2 < r**2)[..., None]
+    base = np.stack([x / 178 * 255, y / 218 * 255, np.full_like(x, rng.uniform(0, 255))], -1)
+    colour = rng.uniform(0, 255, 3)
+    return Image.fromarray(np.where(disc, colour, base).astype(np.uint8))
+
+
+def write_celeba_files(root: Path, n: int, *, zip_images: bool = False, csv: bool = False, subdirs: bool = False) -> Path:
+    """A CelebA folder of ``n`` images in the distributed layout (or the CSV / Anno-Eval-Img variants)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ids = [f"{i + 1:06d}.jpg" for i in range(n)]
+    rng = np.random.default_rng(0)
+    signs = np.where(rng.random((n, 40)) < 0.3, 1, -1)
+    partition = np.minimum(np.arange(n) * 3 // n, 2)
+    anno_dir = root / "Anno" if subdirs else root
+    eval_dir = root / "Eval" if subdirs else root
+    img_parent = root / "Img" if subdirs else root
+    for d in (anno_dir, eval_dir, img_parent):
+        d.mkdir(exist_ok=True)
+    if csv:
+        rows = ["image_id," + ",".join(CELEBA_ATTRIBUTES)] + [f"{i}," + ",".join(map(str, s)) for i, s in zip(ids, signs)]
+        (anno_dir / "list_attr_celeba.csv").write_text("\n".join(rows) + "\n")
+        rows = ["image_id,partition"] + [f"{i},{p}" for i, p in zip(ids, partition)]
+        (eval_dir / "list_eval_partition.csv").write_text("\n".join(rows) + "\n")
+    else:
+        rows = [str(n), " ".join(CELEBA_ATTRIBUTES)] + [i + " " + " ".join(f"{v:2d}" for v in s) for i, s in zip(ids, signs)]
+        (anno_dir / "list_attr_celeba.txt").write_text("\n".join(rows) + "\n")
+        (eval_dir / "list_eval_partition.txt").write_text("".join(f"{i} {p}\n" for i, p in zip(ids, partition)))
+    if zip_images:
+        with zipfile.ZipFile(img_parent / "img_align_celeba.zip", "w") as zf:
+            for k, name in enumerate(ids):
+                path = root / ".tmp.jpg"
+                celeba_image(k).save(path, quality=95)
+                zf.write(path, f"img_align_celeba/{name}")
+                path.unlink()
+    else:
+        folder = img_parent / "img_align_celeba"
+        folder.mkdir(exist_ok=True)
+        for k, name in enumerate(ids):
+            celeba_image(k).save(folder / name, quality=95)
+    return root
+
+
+@pytest.fixture
+def celeba_dir(tmp_path) -> Path:
+    return write_celeba_files(tmp_path / "celeba", 40)
