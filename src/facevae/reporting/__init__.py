@@ -1,0 +1,1 @@
+"""Figures and reports: labelled image grids (``facevae.reporting.grids``)."""
