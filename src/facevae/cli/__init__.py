@@ -9,8 +9,9 @@ import sys
 from facevae import __version__
 from facevae.cli import data as data_commands
 from facevae.cli import demo as demo_commands
+from facevae.cli import train as train_commands
 
-GROUPS = [data_commands, demo_commands]
+GROUPS = [data_commands, train_commands, demo_commands]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

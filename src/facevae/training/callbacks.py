@@ -1,0 +1,74 @@
+"""Callbacks: figures every epoch and a metrics.json that is always up to date."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from facevae.data.packed import write_json_atomic
+
+
+class EpochFigures(L.Callback):
+    """Saves originals over reconstructions and prior samples after every validation epoch."""
+
+    def __init__(self, out_dir: Path, n: int = 8):
+        self.out_dir, self.n = Path(out_dir), n
+        self._batch = None
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            self._batch = (batch[0][: self.n].detach(), batch[1][: self.n].detach())
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self._batch is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from facevae.reporting.grids import save_comparison_grid
+
+        x, y = self._batch
+        model = pl_module.model
+        c = pl_module._condition(y)
+        generator = torch.Generator(device="cpu").manual_seed(0)  # the same z every epoch: progress is visible
+        with torch.no_grad():
+            recon = model.reconstruct(x.float(), c)
+            z = torch.randn(len(x), model.latent_dim, generator=generator).to(x.device)
+            samples = model.decode(z, c).image()
+        epoch = trainer.current_epoch
+        save_comparison_grid(
+            [_hwc(x), _hwc(recon), _hwc(samples)],
+            ["original", "reconstruction", "sample" + (" (same condition)" if c is not None else "")],
+            self.out_dir / f"epoch_{epoch:03d}.png",
+            title=f"epoch {epoch}: validation faces",
+        )
+
+
+def _hwc(images: torch.Tensor):
+    return (images.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+class MetricsFile(L.Callback):
+    """Keeps ``metrics.json`` current: per-epoch validation numbers, the best so far, test results."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"epochs": []}
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row |= {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val_", "train_"))}
+        self.data["epochs"] = [e for e in self.data["epochs"] if e["epoch"] != row["epoch"]] + [row]
+        write_json_atomic(self.path, self.data)
+
+    def update(self, **entries) -> None:
+        self.data.update(entries)
+        write_json_atomic(self.path, self.data)
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

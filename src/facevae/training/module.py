@@ -1,0 +1,81 @@
+"""The LightningModule around a model of the VAE family."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from facevae.models import build_model
+from facevae.training.config import RunConfig
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class VAEModule(L.LightningModule):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.save_hyperparameters({"config": config})  # plain dicts only: checkpoints load with weights_only
+        self.run_config = RunConfig.from_dict(config)
+        self.model = build_model(self.run_config.model)
+        if self.run_config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.condition_columns: list[int] | None = None  # set by train() from the data's attributes
+
+    def _condition(self, y: torch.Tensor) -> torch.Tensor | None:
+        if not self.model.num_conditions:
+            return None
+        return y if self.condition_columns is None else y[:, self.condition_columns]
+
+    def _inputs(self, batch):
+        x, y = batch
+        if self.run_config.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self._condition(y)
+
+    def training_step(self, batch, batch_idx):
+        x, c = self._inputs(batch)
+        terms = self.model.loss(x, c, kl_weight=self.run_config.model.kl_weight(self.global_step))
+        if not torch.isfinite(terms["loss"]):
+            # Stop before the optimiser step writes NaN into the weights and a checkpoint keeps them.
+            raise NonFiniteLossError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
+                f"(recon {terms['recon'].item():.4g}, kl {terms['kl'].item():.4g}); "
+                "try a lower --lr, --gradient-clip, or --precision 32-true"
+            )
+        self.log_dict({"train_loss": terms["loss"], "train_recon": terms["recon"], "train_kl": terms["kl"],
+                       "train_bpd": terms["bits_per_dim"]}, prog_bar=False, on_step=True, on_epoch=True,
+                      batch_size=len(x))
+        self.log("loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return terms["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        x, c = self._inputs(batch)
+        terms = self.model.loss(x, c, kl_weight=1.0)
+        self.log_dict({"val_elbo": terms["elbo"], "val_recon": terms["recon"], "val_kl": terms["kl"],
+                       "val_bpd": terms["bits_per_dim"]}, prog_bar=True, on_epoch=True, sync_dist=True,
+                      batch_size=len(x))
+
+    def test_step(self, batch, batch_idx):
+        limit = self.run_config.train.eval_batches
+        x, c = self._inputs(batch)
+        terms = self.model.loss(x, c, kl_weight=1.0)
+        logs = {"test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
+                "test_bpd": terms["bits_per_dim"]}
+        if not limit or batch_idx < limit:
+            k = self.run_config.train.eval_k
+            log_px = self.model.importance_log_likelihood(x, c, k=k).mean()
+            logs |= {"test_log_px_iw": log_px, "test_bpd_iw": -log_px / (self.model.num_dims * 0.6931471805599453)}
+        self.log_dict(logs, on_epoch=True, sync_dist=True, batch_size=len(x))
+
+    def configure_optimizers(self):
+        t = self.run_config.train
+        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if t.lr_schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_elbo"}}
+        return optimizer

@@ -1,0 +1,190 @@
+"""Train a model of the VAE family into a run directory; resume one; export and load its weights.
+
+A run directory holds::
+
+    config.yaml              the full RunConfig (model + training) that made it
+    checkpoints/last.ckpt    refreshed every few steps and at each epoch end (what --resume uses)
+    checkpoints/best.ckpt    the best validation ELBO so far (never a non-finite one)
+    model.safetensors        the best weights, for loading without Lightning or pickle
+    model.json               model config + the attribute names the condition columns refer to
+    logs/                    CSV and TensorBoard logs
+    figures/epoch_NNN.png    reconstructions and samples after each epoch
+    metrics.json             per-epoch validation numbers, best epoch, test evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from safetensors.torch import load_file, save_file
+
+from facevae.data.datamodule import PackedDataModule
+from facevae.data.packed import DatasetError, write_json_atomic
+from facevae.models import build_model
+from facevae.models.base import VAEBase
+from facevae.models.config import ModelConfig
+from facevae.training.callbacks import EpochFigures, MetricsFile
+from facevae.training.checkpoints import AtomicCheckpointIO, safe_load
+from facevae.training.config import RunConfig
+from facevae.training.module import VAEModule
+
+
+def _devices(text: str):
+    if text == "auto":
+        return "auto"
+    return [int(d) for d in text.split(",") if d != ""] if "," in text else int(text)
+
+
+def make_datamodule(config: RunConfig) -> PackedDataModule:
+    t = config.train
+    return PackedDataModule(t.data, split=t.split, batch_size=t.batch_size, num_workers=t.num_workers,
+                            flip=t.flip, on_device=t.on_device, image_size=config.model.image_size, seed=t.seed)
+
+
+def _trainer(config: RunConfig, run_dir: Path, metrics: MetricsFile) -> L.Trainer:
+    t = config.train
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_elbo", mode="max",
+                           save_top_k=1, save_last=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
+                           every_n_train_steps=t.checkpoint_every_steps or None, enable_version_counter=False)
+    callbacks = [best, last, EpochFigures(run_dir / "figures"), metrics, LearningRateMonitor("epoch")]
+    if t.patience > 0:
+        # check_finite: a NaN validation ELBO stops the run instead of waiting out the patience.
+        callbacks.append(EarlyStopping("val_elbo", mode="max", patience=t.patience, check_finite=True))
+    if t.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    loggers = [CSVLogger(run_dir / "logs", name="", version="csv"),
+               TensorBoardLogger(run_dir / "logs", name="", version="tensorboard", default_hp_metric=False)]
+    return L.Trainer(
+        default_root_dir=run_dir, max_epochs=t.epochs, accelerator=t.accelerator, devices=_devices(t.devices),
+        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
+        plugins=[AtomicCheckpointIO()], gradient_clip_val=t.gradient_clip or None,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches, max_time=t.max_time,
+        enable_progress_bar=t.progress, enable_model_summary=t.progress, deterministic="warn" if t.seed is not None else False,
+        log_every_n_steps=10,
+    )
+
+
+def train(config: RunConfig, resume: bool = False) -> dict:
+    """Fit, keep the best checkpoint, export it, evaluate it on the test split; returns metrics."""
+    t = config.train
+    run_dir = Path(t.run_dir)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last_ckpt.is_file():
+            raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    elif (run_dir / "config.yaml").exists():
+        raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    datamodule = make_datamodule(config)
+    if config.model.is_conditional and not config.model.condition_names:
+        config.model.condition_names = datamodule.attribute_names
+    config.model.condition_index(datamodule.attribute_names)  # fails early on unknown attribute names
+    config.save(run_dir / "config.yaml")
+
+    module = VAEModule(config.to_dict())
+    module.condition_columns = config.model.condition_index(datamodule.attribute_names) or None
+    if t.compile:
+        module.model = torch.compile(module.model)
+    metrics = MetricsFile(run_dir / "metrics.json")
+    trainer = _trainer(config, run_dir, metrics)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    if not best_path.is_file():
+        raise DatasetError(f"{run_dir}: training ended without a finite validation ELBO; no model to export")
+    state = safe_load(best_path)["state_dict"]
+    model = _unwrap(module.model)
+    model.load_state_dict({k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in state.items()})
+    export(model, run_dir, datamodule.attribute_names)
+    test = evaluate(model, datamodule, config)
+    metrics.update(best_epoch=_best_epoch(metrics.data), best_val_elbo=_best_val(metrics.data), test=test,
+                   train_seconds=round(time.perf_counter() - started, 1), global_step=trainer.global_step)
+    return metrics.data
+
+
+def _unwrap(model):
+    return getattr(model, "_orig_mod", model)
+
+
+def _best_val(data: dict):
+    values = [e.get("val_elbo") for e in data["epochs"] if e.get("val_elbo") is not None]
+    return max(values) if values else None
+
+
+def _best_epoch(data: dict):
+    best = _best_val(data)
+    return next((e["epoch"] for e in data["epochs"] if e.get("val_elbo") == best), None)
+
+
+@torch.no_grad()
+def evaluate(model: VAEBase, datamodule: PackedDataModule, config: RunConfig) -> dict:
+    """Test split: ELBO, recon, KL, bits/dim, and the importance-weighted log p(x) with K samples."""
+    model.eval()
+    t = config.train
+    columns = config.model.condition_index(datamodule.attribute_names)
+    device = next(model.parameters()).device
+    sums, count, iw_sum, iw_count = {}, 0, 0.0, 0
+    for i, (x, y) in enumerate(datamodule.batches("test", device=device, batch_size=min(t.batch_size, 64))):
+        c = y[:, columns] if columns else None
+        terms = model.loss(x, c, kl_weight=1.0)
+        for name in ("elbo", "recon", "kl", "bits_per_dim"):
+            sums[name] = sums.get(name, 0.0) + float(terms[name]) * len(x)
+        count += len(x)
+        if not t.eval_batches or i < t.eval_batches:
+            iw_sum += float(model.importance_log_likelihood(x, c, k=t.eval_k).sum())
+            iw_count += len(x)
+    if not count:
+        return {}
+    out = {f"test_{k}": v / count for k, v in sums.items()}
+    if iw_count:
+        out["test_log_px_iw"] = iw_sum / iw_count
+        out["test_bits_per_dim_iw"] = -out["test_log_px_iw"] / (model.num_dims * 0.6931471805599453)
+        out["iw_samples"] = t.eval_k
+        out["iw_images"] = iw_count
+    out["test_images"] = count
+    return out
+
+
+def export(model: VAEBase, run_dir: Path, attribute_names: list[str]) -> Path:
+    """model.safetensors + model.json: everything ``load`` needs, no pickle, no Lightning."""
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    tmp = run_dir / ".model.safetensors.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, run_dir / "model.safetensors")
+    write_json_atomic(run_dir / "model.json", {"model": model.config.to_dict(), "attribute_names": attribute_names})
+    return run_dir / "model.safetensors"
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> VAEBase:
+    """A trained model from a run directory, ready to encode/decode/sample (eval mode)."""
+    run_dir = Path(run_dir)
+    weights, info_path = run_dir / "model.safetensors", run_dir / "model.json"
+    if not weights.is_file() or not info_path.is_file():
+        raise DatasetError(f"{run_dir}: no finished model (model.safetensors); train it to the end or --resume it")
+    info = json.loads(info_path.read_text())
+    model = build_model(ModelConfig.from_dict(info["model"]))
+    model.load_state_dict(load_file(str(weights), device="cpu"))
+    model.attribute_names = info.get("attribute_names", [])
+    return model.to(device).eval()
+
+
+def resume(run_dir: str | os.PathLike, **overrides) -> dict:
+    config = RunConfig.load(Path(run_dir) / "config.yaml")
+    for key, value in overrides.items():
+        setattr(config.train, key, value)
+    return train(config, resume=True)
