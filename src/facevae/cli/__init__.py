@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (ValueError, ArithmeticError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         # A user's mistake gets one line; FACEVAE_DEBUG=1 brings the traceback back for developers.
         if os.environ.get("FACEVAE_DEBUG"):
             raise

@@ -9,8 +9,8 @@ from facevae.models import build_model
 from facevae.training.config import RunConfig
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(ArithmeticError):
+    """Training produced NaN/inf; the run stops before the bad step reaches the weights."""
 
 
 class VAEModule(L.LightningModule):

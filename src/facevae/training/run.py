@@ -31,7 +31,7 @@ from facevae.data.packed import DatasetError, write_json_atomic
 from facevae.models import build_model
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
-from facevae.training.callbacks import EpochFigures, MetricsFile
+from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile
 from facevae.training.checkpoints import AtomicCheckpointIO, safe_load
 from facevae.training.config import RunConfig
 from facevae.training.module import VAEModule
@@ -61,6 +61,8 @@ def _trainer(config: RunConfig, run_dir: Path, metrics: MetricsFile) -> L.Traine
         callbacks.append(EarlyStopping("val_elbo", mode="max", patience=t.patience, check_finite=True))
     if t.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
+    if os.environ.get("FACEVAE_RECORD_BATCHES"):
+        callbacks.append(BatchRecorder(Path(os.environ["FACEVAE_RECORD_BATCHES"])))
     loggers = [CSVLogger(run_dir / "logs", name="", version="csv"),
                TensorBoardLogger(run_dir / "logs", name="", version="tensorboard", default_hp_metric=False)]
     return L.Trainer(
@@ -78,10 +80,12 @@ def train(config: RunConfig, resume: bool = False) -> dict:
     t = config.train
     run_dir = Path(t.run_dir)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    # Lightning's DDP launcher re-runs this command in each extra process: only the first one owns the folder.
+    launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
     if resume:
         if not last_ckpt.is_file():
             raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-    elif (run_dir / "config.yaml").exists():
+    elif (run_dir / "config.yaml").exists() and not launched_copy:
         raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -89,7 +93,8 @@ def train(config: RunConfig, resume: bool = False) -> dict:
     if config.model.is_conditional and not config.model.condition_names:
         config.model.condition_names = datamodule.attribute_names
     config.model.condition_index(datamodule.attribute_names)  # fails early on unknown attribute names
-    config.save(run_dir / "config.yaml")
+    if not launched_copy:
+        config.save(run_dir / "config.yaml")
 
     module = VAEModule(config.to_dict())
     module.condition_columns = config.model.condition_index(datamodule.attribute_names) or None

@@ -1,0 +1,206 @@
+"""The training engine's promises: run directory, seed, NaN, atomic save, safe load, resume, DDP."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import facevae
+from facevae.cli import main
+from facevae.data.synthetic import write_synthetic_packed
+from facevae.models.base import VAEBase
+from facevae.training.checkpoints import atomic_torch_save, safe_load
+from facevae.training.config import RunConfig
+
+TINY = ["--width", "1", "--latent-dim", "8", "--image-size", "32", "--batch-size", "32", "--eval-k", "4",
+        "--eval-batches", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic_packed(tmp_path_factory.mktemp("synth") / "data", 240, size=64, seed=1, progress=False).root
+
+
+def train_cli(data, run_dir, *extra):
+    return main(["train", "--data", str(data), "--run-dir", str(run_dir), "--epochs", "2", *TINY, *extra])
+
+
+def test_run_directory_holds_everything_and_load_needs_no_lightning(data, tmp_path):
+    run = tmp_path / "run"
+    assert train_cli(data, run, "--model", "cvae", "--conditions", "report", "--condition-mode", "embedding") == 0
+    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "model.safetensors",
+                 "model.json", "metrics.json", "logs/csv/metrics.csv", "figures/epoch_000.png", "figures/epoch_001.png"):
+        assert (run / name).is_file(), name
+    config = RunConfig.load(run / "config.yaml")
+    assert config.model.condition_names == ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "No_Beard",
+                                            "Male", "Pale_Skin"]
+    assert config.model.condition_mode == "embedding" and config.train.epochs == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    test = metrics["test"]
+    from facevae.data.packed import PackedDataset
+
+    assert test["test_images"] == len(PackedDataset(data).indices("official", "test"))
+    assert 0 < test["test_bits_per_dim"] < 9
+    assert test["test_log_px_iw"] >= test["test_elbo"] - 50  # the IWAE bound is (up to noise) tighter
+
+    model = facevae.load(run)
+    assert isinstance(model, VAEBase) and not model.training
+    best = safe_load(run / "checkpoints" / "best.ckpt")["state_dict"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best["model." + key]), key
+    c = torch.zeros(3, 7)
+    assert model.sample(3, c).shape == (3, 3, 32, 32)
+    posterior = model.encode(torch.rand(3, 3, 32, 32), c)
+    assert posterior.mean.shape == (3, 8)
+
+
+def test_fixed_seed_gives_identical_weights(data, tmp_path):
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert train_cli(data, tmp_path / name, "--model", "vae", "--seed", seed, "--flip") == 0
+    a, b, c = (load_file(str(tmp_path / n / "model.safetensors")) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_non_finite_loss_stops_with_a_message_and_never_reaches_a_checkpoint(data, tmp_path, monkeypatch, capsys):
+    real = VAEBase.loss
+    calls = {"n": 0}
+
+    def poisoned(self, x, c=None, kl_weight=None):
+        terms = real(self, x, c, kl_weight)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 9:  # in the second epoch, after one good validation
+                terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAEBase, "loss", poisoned)
+    run = tmp_path / "run"
+    code = train_cli(data, run, "--model", "vae", "--checkpoint-every-steps", "1")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "non-finite training loss at epoch 1" in err and "Traceback" not in err
+    for name in ("best.ckpt", "last.ckpt"):
+        state = safe_load(run / "checkpoints" / name)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), name
+    assert not (run / "model.safetensors").exists()
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(safe_load(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = "/tmp/facevae-unpickled-code-ran"
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    if os.path.exists(MARKER):
+        os.remove(MARKER)
+    path = tmp_path / "evil.ckpt"
+    with open(path, "wb") as f:
+        torch.save({"state_dict": {"w": torch.ones(1)}, "extra": Payload()}, f)
+    with pytest.raises(ValueError, match="refused to load"):
+        safe_load(path)
+    assert not os.path.exists(MARKER)
+    assert pickle  # the payload is a real pickle exploit: plain pickle.load would run it
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigkilled_run_resumes_from_last_checkpoint_to_the_end(data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "facevae", "train", "--data", str(data), "--run-dir", str(run), "--model", "vae",
+           "--epochs", "3", "--checkpoint-every-steps", "2", *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+
+    def mid_first_epoch_checkpoint():
+        try:
+            return safe_load(last)["global_step"] >= 2
+        except (OSError, ValueError, RuntimeError):
+            return False
+
+    assert _wait_for(mid_first_epoch_checkpoint, 120)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = safe_load(last)["global_step"]
+    assert not (run / "model.safetensors").exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"][-1]["epoch"] == 2 and metrics["global_step"] > killed_at
+    assert "test" in metrics and (run / "model.safetensors").is_file()
+
+
+def test_resume_and_new_run_errors_are_one_line(data, tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert "config" in capsys.readouterr().err
+    assert train_cli(data, tmp_path / "r", "--model", "cvae", "--conditions", "Smiling,Nope") == 2
+    assert "unknown attribute(s): Nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_trains_disjoint_shards_into_one_checkpoint(data, tmp_path):
+    run, record = tmp_path / "run", tmp_path / "record"
+    env = dict(os.environ, FACEVAE_RECORD_BATCHES=str(record), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "facevae", "train", "--data", str(data), "--run-dir", str(run), "--model", "vae",
+           "--epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", *TINY]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    # Fingerprints of the training part, computed as the recorder does (synthetic faces can repeat).
+    from collections import Counter
+
+    from facevae.data.datamodule import PackedDataModule
+
+    def fingerprints(x):
+        flat = x.flatten(1).double()
+        return [round(v, 2) for v in (flat @ torch.arange(1, flat.shape[1] + 1, dtype=torch.float64)).tolist()]
+
+    dm = PackedDataModule(data, image_size=32)
+    train = Counter(f for x, _ in dm.batches("train") for f in fingerprints(x))
+    n = sum(train.values())
+    seen = [Counter(round(v, 2) for v in r["images"]) for r in ranks]
+    assert [sum(c.values()) for c in seen] == [(n + 1) // 2] * 2  # DistributedSampler: equal shares
+    beyond_data = sum(max(0, seen[0][f] + seen[1][f] - train[f]) for f in seen[0] | seen[1])
+    assert beyond_data <= n % 2, "the ranks trained on overlapping images"  # only the sampler's padding repeats
+    assert set(seen[0]) | set(seen[1]) == set(train)  # together they cover the training part
+    assert ranks[0]["weights_checksum"] == pytest.approx(ranks[1]["weights_checksum"], rel=1e-6)
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["best.ckpt", "last.ckpt"]
+    state = load_file(str(run / "model.safetensors"))
+    checksum = sum(float(v.double().sum()) for k, v in state.items() if "running" not in k and "num_batches" not in k)
+    assert checksum == pytest.approx(ranks[0]["weights_checksum"], rel=1e-5)
