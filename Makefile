@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/data.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) runs/demo
