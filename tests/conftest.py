@@ -62,3 +62,35 @@ def write_celeba_files(root: Path, n: int, *, zip_images: bool = False, csv: boo
 @pytest.fixture
 def celeba_dir(tmp_path) -> Path:
     return write_celeba_files(tmp_path / "celeba", 40)
+
+
+TINY_TRAIN = ["--width", "1", "--latent-dim", "8", "--image-size", "32", "--batch-size", "32", "--eval-k", "4",
+              "--eval-batches", "1", "--no-progress", "--epochs", "2"]
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """240 synthetic faces (64×64) with ground-truth factors and the official-like partition."""
+    from facevae.data.synthetic import write_synthetic_packed
+
+    return write_synthetic_packed(tmp_path_factory.mktemp("synth") / "data", 240, size=64, seed=1, progress=False).root
+
+
+def _train(tmp_path_factory, data: Path, name: str, *extra: str) -> Path:
+    from facevae.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / name
+    assert main(["train", "--data", str(data), "--run-dir", str(run), *TINY_TRAIN, *extra]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def cvae_run(tmp_path_factory, synth_data) -> Path:
+    """A tiny finished conditional run (all 17 synthetic attributes as the condition). Read-only."""
+    return _train(tmp_path_factory, synth_data, "cvae", "--model", "cvae")
+
+
+@pytest.fixture(scope="session")
+def vae_run(tmp_path_factory, synth_data) -> Path:
+    """A tiny finished unconditional run. Read-only."""
+    return _train(tmp_path_factory, synth_data, "vae", "--model", "vae")

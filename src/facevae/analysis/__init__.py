@@ -1,0 +1,1 @@
+"""Looking inside a trained run: reconstructions, samples, traversals, dimensions, editing."""

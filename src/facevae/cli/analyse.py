@@ -1,0 +1,5 @@
+"""``facevae reconstruct|sample|traverse|edit``: look at what a trained run learned."""
+
+
+def register(subparsers) -> None:
+    pass
