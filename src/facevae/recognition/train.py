@@ -1,0 +1,190 @@
+"""Train an attribute classifier into a run directory; resume it; export and load its weights.
+
+A classifier run directory holds (the same conventions as VAE runs)::
+
+    config.yaml              kind: attribute_classifier + the full ClassifierConfig
+    checkpoints/last.ckpt    refreshed every few steps and at each epoch end (what --resume uses)
+    checkpoints/best.ckpt    the lowest validation loss so far
+    model.safetensors        the best weights, for loading without Lightning or pickle
+    model.json               backbone, input size, normalisation, attribute names
+    logs/                    CSV and TensorBoard logs
+    metrics.json             per-epoch training/validation numbers, best epoch, the test summary
+    analysis/eval.json|png|md   `facevae classify eval` (run at the end of training unless --no-eval)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from safetensors.torch import load_file, save_file
+
+from facevae.data.packed import DatasetError, PackedDataset, write_json_atomic
+from facevae.recognition.augment import augment_spec
+from facevae.recognition.backbones import AttributeClassifier, check_backbone, check_input_size, default_input_size
+from facevae.recognition.config import THRESHOLD_RULES, ClassifierConfig
+from facevae.recognition.data import ClassifierDataModule, check_balance
+from facevae.recognition.module import ClassifierModule
+from facevae.training.callbacks import MetricsFile
+from facevae.training.checkpoints import AtomicCheckpointIO, safe_load
+
+
+def _devices(text: str):
+    if text == "auto":
+        return "auto"
+    return [int(d) for d in text.split(",") if d != ""] if "," in text else int(text)
+
+
+def resolve_config(config: ClassifierConfig) -> ClassifierConfig:
+    """Check every choice against the data before anything is written; fill in the defaults."""
+    check_backbone(config.backbone)
+    augment_spec(config.augment)
+    check_balance(config.balance)
+    if config.threshold_by not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {config.threshold_by!r}; use one of {', '.join(THRESHOLD_RULES)}")
+    if config.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
+    if not config.data or not config.run_dir:
+        raise ValueError("--data and --run-dir are needed (or --resume RUN)")
+    packed = PackedDataset(config.data)
+    available = packed.attribute_names
+    if not config.attributes or config.attributes == ["all"]:
+        config.attributes = list(available)
+    else:
+        from facevae.data.attributes import check_attribute_names
+
+        check_attribute_names(list(config.attributes), available)
+        config.attributes = [a for a in available if a in set(config.attributes)]  # the dataset's order
+    if not config.image_size:
+        config.image_size = default_input_size(config.backbone, packed.meta.height)
+    check_input_size(config.backbone, config.image_size)
+    return config
+
+
+def make_datamodule(config: ClassifierConfig) -> ClassifierDataModule:
+    return ClassifierDataModule(config.data, split=config.split, batch_size=config.batch_size,
+                                num_workers=config.num_workers, flip=False, attributes=config.attributes,
+                                image_size=None, seed=config.seed, balance=config.balance)
+
+
+def _trainer(config: ClassifierConfig, run_dir: Path, metrics: MetricsFile) -> L.Trainer:
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
+                           save_top_k=1, save_last=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
+                           every_n_train_steps=config.checkpoint_every_steps or None, enable_version_counter=False)
+    callbacks = [best, last, metrics, LearningRateMonitor("epoch")]
+    if config.patience > 0:
+        callbacks.append(EarlyStopping("val_loss", mode="min", patience=config.patience, check_finite=True))
+    if config.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    loggers = [CSVLogger(run_dir / "logs", name="", version="csv"),
+               TensorBoardLogger(run_dir / "logs", name="", version="tensorboard", default_hp_metric=False)]
+    return L.Trainer(
+        default_root_dir=run_dir, max_epochs=config.epochs, accelerator=config.accelerator,
+        devices=_devices(config.devices), num_nodes=config.num_nodes, strategy=config.strategy,
+        precision=config.precision, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=config.gradient_clip or None, limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches, max_time=config.max_time,
+        enable_progress_bar=config.progress, enable_model_summary=config.progress,
+        deterministic="warn", log_every_n_steps=10, num_sanity_val_steps=0,
+    )
+
+
+def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
+    """Fit, keep the best checkpoint, export it, evaluate it (unless ``config.evaluate`` is off)."""
+    run_dir = Path(config.run_dir)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+    if resume:
+        if not last_ckpt.is_file():
+            raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    elif (run_dir / "config.yaml").exists() and not launched_copy:
+        raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
+    config = resolve_config(config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = make_datamodule(config)
+    pos_weight = datamodule.pos_weight().tolist() if config.balance == "pos-weight" else None
+    module = ClassifierModule(config.to_dict(), pos_weight)
+    weights_info = None
+    if not resume and config.weights != "none":
+        # Before the run directory exists: a download that fails or a file that does not fit leaves nothing behind.
+        weights_info = module.model.load_backbone_weights(config.weights)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not launched_copy and not resume:
+        config.save(run_dir / "config.yaml")
+    metrics = MetricsFile(run_dir / "metrics.json")
+    if weights_info is not None:
+        metrics.update(weights={k: v for k, v in weights_info.items() if k != "head_initialised"})
+    trainer = _trainer(config, run_dir, metrics)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*upsample_bilinear2d_backward_out_cuda.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+    seconds = time.perf_counter() - started
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    if not best_path.is_file():
+        raise DatasetError(f"{run_dir}: training ended without a finite validation loss; no model to export")
+    state = safe_load(best_path)["state_dict"]
+    model = module.model
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    export(model, run_dir, config.attributes)
+    epochs = metrics.data.get("epochs", [])
+    losses = [e["val_loss"] for e in epochs if e.get("val_loss") is not None]
+    best_loss = min(losses) if losses else None
+    metrics.update(best_epoch=next((e["epoch"] for e in epochs if e.get("val_loss") == best_loss), None),
+                   best_val_loss=best_loss, train_seconds=round(seconds, 1), global_step=trainer.global_step)
+    if config.evaluate:
+        from facevae.recognition.evaluate import evaluate
+
+        result = evaluate(run_dir, threshold_by=config.threshold_by)
+        metrics.update(test={"mean": result["mean"], "threshold_by": result["threshold_by"],
+                             "eval": "analysis/eval.json"})
+    return metrics.data
+
+
+def export(model: AttributeClassifier, run_dir: Path, attribute_names: list[str]) -> Path:
+    """model.safetensors + model.json: everything :func:`load_classifier` needs, no pickle, no Lightning."""
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / ".model.safetensors.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, run_dir / "model.safetensors")
+    info = {"kind": "attribute_classifier", "backbone": model.backbone, "input_size": model.input_size,
+            "pretrained_normalisation": model.pretrained, "attribute_names": list(attribute_names),
+            "width": model.width}
+    write_json_atomic(run_dir / "model.json", info)
+    return run_dir / "model.safetensors"
+
+
+def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> AttributeClassifier:
+    """A trained classifier from a run directory, in eval mode; ``.attribute_names`` lists its outputs."""
+    run_dir = Path(run_dir)
+    weights, info_path = run_dir / "model.safetensors", run_dir / "model.json"
+    if not weights.is_file() or not info_path.is_file():
+        raise DatasetError(f"{run_dir}: no finished classifier (model.safetensors); train it to the end or --resume it")
+    info = json.loads(info_path.read_text())
+    if info.get("kind") != "attribute_classifier":
+        raise DatasetError(f"{run_dir}: not an attribute-classifier run (a VAE run?)")
+    model = AttributeClassifier(info["backbone"], len(info["attribute_names"]), input_size=info["input_size"],
+                                pretrained=info["pretrained_normalisation"], width=info.get("width") or 32, init=False)
+    model.load_state_dict(load_file(str(weights), device="cpu"))
+    model.attribute_names = list(info["attribute_names"])
+    return model.to(device).eval()
+
+
+def resume_classifier(run_dir: str | os.PathLike, **overrides) -> dict:
+    config = ClassifierConfig.load(Path(run_dir) / "config.yaml")
+    config.run_dir = str(run_dir)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return train_classifier(config, resume=True)
