@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from baselines import JpegFolderDataset  # bench/ is on sys.path when a bench script runs
+
 
 def timed(fn):
     start = time.perf_counter()
@@ -67,24 +69,6 @@ def bench_prepare(src: Path, work: Path, n: int) -> dict:
     }
 
 
-class JpegFolderDataset(torch.utils.data.Dataset):
-    """The per-item baseline that decodes every JPEG on every epoch, as common VAE code does."""
-
-    def __init__(self, folder: Path):
-        import torchvision.transforms.v2 as T
-
-        self.paths = sorted(folder.iterdir())
-        self.transform = T.Compose([T.PILToTensor(), T.CenterCrop(148), T.Resize(64, antialias=True),
-                                    T.ToDtype(torch.float32, scale=True)])
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as img:
-            return self.transform(img.convert("RGB")), torch.zeros(40)
-
-
 def epoch(loader) -> int:
     seen = 0
     for x, _ in loader:
@@ -99,7 +83,7 @@ def bench_read(prepared: Path, src: Path, batch_size: int = 128) -> dict:
     dm.setup("fit")
     loader = dm.train_dataloader()
     packed_s, seen = timed(lambda: sum(len(dm.on_after_batch_transfer(b, 0)[0]) for b in loader))
-    jpeg = torch.utils.data.DataLoader(JpegFolderDataset(src / "img_align_celeba"), batch_size=batch_size,
+    jpeg = torch.utils.data.DataLoader(JpegFolderDataset(src), batch_size=batch_size,
                                        shuffle=True, num_workers=2)
     jpeg_s, jpeg_seen = timed(lambda: epoch(jpeg))
     return {

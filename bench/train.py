@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch._dynamo
-from PIL import Image
+
+from baselines import JpegFolderDataset  # bench/ is on sys.path when a bench script runs
 
 ALL = ("speed", "model", "memory", "quality", "gpu")
 DEFAULT_ONLY = "speed,model,memory,gpu"
@@ -152,32 +153,6 @@ def ensure_synthetic(work: Path, n: int) -> Path:
     return out
 
 
-class JpegFolderDataset(torch.utils.data.Dataset):
-    """The per-item baseline that decodes every JPEG on every epoch, as common VAE code does.
-
-    Mirrors bench/data.py's, with the real attribute rows (0/1) so the CVAE sees real conditions.
-    """
-
-    def __init__(self, src: Path):
-        import torchvision.transforms.v2 as T
-
-        from facevae.data.celeba_files import parse_attr_txt
-
-        ids, self.attribute_names, attributes = parse_attr_txt(src / "list_attr_celeba.txt")
-        folder = src / "img_align_celeba"
-        self.paths = [folder / i for i in ids]
-        self.attributes = torch.from_numpy(attributes.astype(np.float32))
-        self.transform = T.Compose([T.PILToTensor(), T.CenterCrop(148), T.Resize(64, antialias=True),
-                                    T.ToDtype(torch.float32, scale=True)])
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as img:
-            return self.transform(img.convert("RGB")), self.attributes[i]
-
-
 # --- 1. end to end --------------------------------------------------------------------------------
 
 def bench_speed(work: Path, n: int, steps: int, warmup: int, batch_size: int, rounds: int = 3) -> dict:
@@ -215,15 +190,11 @@ def _dynamo_graphs() -> int:
         return -1
 
 
-def _compiled(names, batch_size: int, how: str) -> dict:
+def _compiled(names, batch_size: int) -> dict:
     """A compiled training step after its first (compiling) step; the error string if compiling fails."""
     model = default_cvae(names)
-    if how == "loss":  # the whole objective (forward + loss terms) in one compiled function
-        compiled = torch.compile(lambda x, c: model.loss(x, c)["loss"])
-        step = make_step(model, compiled)
-    else:  # as facevae.training.run.train does it: module.model = torch.compile(module.model); .loss(...)
-        wrapped = torch.compile(model)
-        step = make_step(model, lambda x, c: wrapped.loss(x, c)["loss"])
+    compiled = torch.compile(model.loss)  # as VAEModule does for `facevae train --compile`
+    step = make_step(model, lambda x, c: compiled(x, c)["loss"])
     batches = synthetic_batches(batch_size, len(names))
     graphs_before = _dynamo_graphs()
     try:
@@ -273,10 +244,9 @@ def bench_model(names, steps: int, warmup: int, batch_size: int, compile_: bool 
     }
     compiled = {}
     if compile_:
-        for how in ("loss", "module"):
-            compiled[how] = c = _compiled(names, batch_size, how)
-            if "error" not in c:
-                contestants[f"compile_{how}"] = (c.pop("step"), c.pop("batches"))
+        compiled["loss"] = c = _compiled(names, batch_size)
+        if "error" not in c:
+            contestants["compile_loss"] = (c.pop("step"), c.pop("batches"))
     r = interleaved(contestants, steps, warmup, rounds)
     eager = r["eager"]
     out = {"model_eager_img_s": eager, "model_channels_last_img_s": r["channels_last"],
@@ -555,8 +525,7 @@ def table(r: dict) -> str:
                 f"| {r['train_packed_img_s'] / r['model_eager_img_s']:.2f}x |")
         add(f"| model step alone, channels_last, batch {bs} | {r['model_channels_last_img_s']:,.1f} img/s "
             f"| eager, contiguous: {r['model_eager_img_s']:,.1f} img/s | {r['model_channels_last_ratio']:.2f}x |")
-        for how, label in (("loss", "torch.compile of the whole loss"),
-                           ("module", "torch.compile(model) then model.loss (as `facevae train --compile`)")):
+        for how, label in (("loss", "torch.compile(model.loss), as `facevae train --compile`"),):
             c = r.get(f"compile_{how}")
             if c is None:
                 continue

@@ -12,21 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from facevae import cli
-from facevae.cli import classify as classify_commands
 from facevae.recognition.augment import BatchAugment, affine_from_params, augment_spec
 from facevae.recognition.backbones import AttributeClassifier, WeightsError, imagenet_weights
 from facevae.recognition.evaluate import attribute_metrics, best_threshold, choose_thresholds
 
 TINY = ["--epochs", "1", "--batch-size", "32", "--width", "8", "--no-progress", "--checkpoint-every-steps", "2"]
-
-
-@pytest.fixture(autouse=True)
-def classify_cli(monkeypatch):
-    """The `classify`/`probe` commands, whether or not facevae.cli already registers them."""
-    if classify_commands not in cli.GROUPS:
-        monkeypatch.setattr(cli, "GROUPS", [*cli.GROUPS, classify_commands])
 
 
 def run(*argv) -> int:
@@ -67,6 +60,8 @@ def test_classifier_run_directory_eval_and_resume(cls_run, tmp_path, capsys):
     row = result["attributes"][0]
     assert {"accuracy", "balanced_accuracy", "f1", "roc_auc", "threshold", "majority", "accuracy_at_0.5"} <= set(row)
     assert result["mean"]["accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in result["attributes"]]))
+    with Image.open(cls_run / "analysis" / "eval.png") as chart:
+        assert chart.height > 300  # one row of bars per attribute
 
     run_dir = Path(shutil.copytree(cls_run, tmp_path / "copy"))
     assert run("classify", "eval", run_dir, "--threshold-by", "balanced_accuracy", "--device", "cpu") == 0
@@ -85,6 +80,18 @@ def test_classifier_run_directory_eval_and_resume(cls_run, tmp_path, capsys):
     model = load_classifier(run_dir)
     assert model.attribute_names == [r["attribute"] for r in result["attributes"]]
     assert not model.training and model(torch.rand(2, 3, 64, 64)).shape == (2, 17)
+
+
+def test_exported_small_classifier_as_weights_path_predicts_the_same(cls_run):
+    from facevae.recognition import load_classifier
+
+    # A small CNN's PATH is one of our own runs: same heads, same (x - 0.5) / 0.5 input, same answers.
+    model = AttributeClassifier("small", 17, input_size=64, pretrained=True, width=8)
+    info = model.load_backbone_weights(str(cls_run / "model.safetensors"))
+    assert info["head_initialised"] == [] and not model.pretrained
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), load_classifier(cls_run)(x), atol=1e-6)
 
 
 def test_attribute_subset_heavy_augment_pos_weight(synth_data, tmp_path):
@@ -304,12 +311,14 @@ def test_sampler_balance_trains(synth_data, tmp_path):
 # --- probes ---------------------------------------------------------------------------------------------------
 
 def test_probe_on_vae_latents_compared_with_classifier(cvae_run, cls_run, tmp_path, capsys):
-    from facevae.recognition import probe
+    from facevae.recognition import probe_run
 
     vae = Path(shutil.copytree(cvae_run, tmp_path / "cvae"))
-    result = probe(vae, cls_run, max_train=150)
+    result = probe_run(vae, cls_run, max_train=150)
     for name in ("probe.json", "probe.png", "probe.md"):
         assert (vae / "analysis" / name).is_file()
+    with Image.open(vae / "analysis" / "probe.png") as chart:
+        assert chart.height > 300  # one row of bars per attribute
     saved = json.loads((vae / "analysis" / "probe.json").read_text())
     assert saved["probe"]["train_images"] == 150 and saved["latent_dim"] == 8 and saved["conditional"]
     assert len(saved["attributes"]) == 17 and all(r["in_condition"] for r in saved["attributes"])

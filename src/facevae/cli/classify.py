@@ -178,10 +178,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from facevae.recognition.probe import probe
+    from facevae.recognition.probe import probe_run
 
-    result = probe(args.run, args.classifier, max_train=args.max_train, C=args.C, threshold_by=args.threshold_by,
-                   seed=args.seed)
+    result = probe_run(args.run, args.classifier, max_train=args.max_train, C=args.C,
+                       threshold_by=args.threshold_by, seed=args.seed)
     print(result["table_text"])
     if result["classifier"] is not None:
         c = result["classifier"]

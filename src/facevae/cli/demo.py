@@ -27,7 +27,7 @@ class DemoSettings:
     width: int = 1  # channel multiplier k
     beta: float = 32.0
     likelihood: str = "gaussian"
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
     max_time: str | None = "00:00:05:30"  # a wall-clock cap on training (DD:HH:MM:SS)

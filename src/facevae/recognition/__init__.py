@@ -5,15 +5,15 @@
   BCE, batched augmentation, class-imbalance handling, two-stage transfer learning.
 * :func:`evaluate` (``facevae classify eval``): per-attribute accuracy, balanced accuracy, F1 and
   ROC AUC with thresholds chosen on the validation split.
-* :func:`probe` (``facevae probe``): logistic-regression probes from a VAE's posterior means to
+* :func:`probe_run` (``facevae probe``): logistic-regression probes from a VAE's posterior means to
   every attribute, optionally compared with a classifier.
 """
 
 from facevae.recognition.backbones import BACKBONES, AttributeClassifier, WeightsError
 from facevae.recognition.config import ClassifierConfig
 from facevae.recognition.evaluate import evaluate
-from facevae.recognition.probe import probe
+from facevae.recognition.probe import probe_run
 from facevae.recognition.train import load_classifier, resume_classifier, train_classifier
 
 __all__ = ["BACKBONES", "AttributeClassifier", "ClassifierConfig", "WeightsError", "evaluate", "load_classifier",
-           "probe", "resume_classifier", "train_classifier"]
+           "probe_run", "resume_classifier", "train_classifier"]

@@ -6,7 +6,7 @@ size the dataset stores:
 
 * **resize** to the backbone's input size on the fly (``F.interpolate``; InceptionV3 takes 299×299,
   ResNets 224×224 by default, the small CNN the stored size), antialiased when shrinking;
-* **normalise**: ImageNet mean/std when the backbone starts from pretrained weights (and, for
+* **normalise**: ImageNet mean/std when a torchvision backbone starts from pretrained weights (and, for
   InceptionV3, torchvision's ``transform_input``, which turns that into the normalisation the
   original Google weights expect); (x - 0.5) / 0.5 otherwise.
 
@@ -143,18 +143,19 @@ class AttributeClassifier(nn.Module):
         self.backbone = check_backbone(backbone)
         self.num_attributes = int(num_attributes)
         self.input_size = check_input_size(backbone, int(input_size))
-        self.pretrained = bool(pretrained)
+        # No ImageNet weights exist for the small CNN: a PATH for it is one of our own runs, trained on (x - 0.5) / 0.5.
+        self.pretrained = bool(pretrained) and backbone != "small"
         self.width = int(width)
         if num_attributes < 1:
             raise ValueError("a classifier needs at least one attribute")
         if backbone == "small":
             self.net = SmallCNN(num_attributes, width=width)
         else:
-            self.net = _torchvision_net(backbone, pretrained, init)
+            self.net = _torchvision_net(backbone, self.pretrained, init)
             self.net.fc = nn.Linear(self.net.fc.in_features, num_attributes)
             if backbone == "inception_v3":
                 self.net.AuxLogits.fc = nn.Linear(self.net.AuxLogits.fc.in_features, num_attributes)
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else ((0.5,) * 3, (0.5,) * 3)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.pretrained else ((0.5,) * 3, (0.5,) * 3)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.backbone_frozen = False

@@ -68,7 +68,7 @@ class ClassifierConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
+    def from_dict(cls, d: dict) -> ClassifierConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in known})
 
@@ -79,7 +79,7 @@ class ClassifierConfig:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "ClassifierConfig":
+    def load(cls, path: Path) -> ClassifierConfig:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:

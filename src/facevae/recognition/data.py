@@ -13,7 +13,7 @@ Two remedies for rare attributes (CelebA's Bald is 2 % positive):
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

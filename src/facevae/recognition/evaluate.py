@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -266,7 +266,7 @@ def evaluate(run_dir: str | os.PathLike, threshold_by: str | None = None, batch_
         f"thresholds chosen on the validation split by {rule}.\n\n" + table)
     result = {"run": str(run_dir), "kind": "attribute_classifier", "backbone": config.backbone,
               "data": config.data, "split": config.split, "threshold_by": rule, "thresholds_from": source,
-              "valid_images": int(len(valid_y)), "test_images": int(len(test_y)),
+              "valid_images": len(valid_y), "test_images": len(test_y),
               "eval_images_per_second": round(img_s, 1), "device": str(device),
               "attributes": rows, "mean": mean, "figure": "eval.png", "table": "eval.md"}
     write_json_atomic(out_dir / "eval.json", result)

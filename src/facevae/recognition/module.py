@@ -89,7 +89,8 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
-        self.val_accuracy.update(logits.float(), y.int())
+        # Probabilities, not logits: torchmetrics only applies the sigmoid itself when some value lies outside [0, 1].
+        self.val_accuracy.update(torch.sigmoid(logits.float()), y.int())
         self.log("val_loss", self._loss(logits, y, weighted=False), prog_bar=True, on_epoch=True, sync_dist=True,
                  batch_size=len(x))
         self.log("val_acc", self.val_accuracy, prog_bar=True, on_epoch=True, batch_size=len(x))

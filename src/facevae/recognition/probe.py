@@ -104,7 +104,7 @@ def _classifier_rows(classifier_run, names: list[str], vae_data: str, vae_split:
             "attributes": rows, "mean": mean_metrics(rows), "notes": notes}
 
 
-def probe(run, classifier_run: str | os.PathLike | None = None, *, max_train: int = 20000, C: float = 1.0,
+def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train: int = 20000, C: float = 1.0,
           threshold_by: str = "accuracy", seed: int = 0, batch_size: int = 256) -> dict:
     """Logistic-regression probes from a VAE run's posterior means to every attribute of its data.
 
@@ -169,8 +169,8 @@ def probe(run, classifier_run: str | os.PathLike | None = None, *, max_train: in
         "conditional": bool(run.conditional), "condition_names": sorted(condition),
         "data": run.config.train.data, "split": run.config.train.split,
         "probe": {"kind": "logistic regression on standardised posterior means", "C": C, "seed": seed,
-                  "train_images": int(len(z_train)), "valid_images": int(len(z_valid)),
-                  "test_images": int(len(z_test)), "threshold_by": threshold_by,
+                  "train_images": len(z_train), "valid_images": len(z_valid),
+                  "test_images": len(z_test), "threshold_by": threshold_by,
                   "thresholds_from": "valid" if len(z_valid) else "none (0.5)"},
         "attributes": rows, "mean": mean, "classifier": comparison,
         "seconds": round(time.perf_counter() - started, 1), "figure": "probe.png", "table": "probe.md",

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from safetensors.torch import load_file, save_file
 
 from facevae.data.packed import DatasetError, PackedDataset, write_json_atomic
@@ -33,13 +31,8 @@ from facevae.recognition.config import THRESHOLD_RULES, ClassifierConfig
 from facevae.recognition.data import ClassifierDataModule, check_balance
 from facevae.recognition.module import ClassifierModule
 from facevae.training.callbacks import MetricsFile
-from facevae.training.checkpoints import AtomicCheckpointIO, safe_load
-
-
-def _devices(text: str):
-    if text == "auto":
-        return "auto"
-    return [int(d) for d in text.split(",") if d != ""] if "," in text else int(text)
+from facevae.training.checkpoints import safe_load
+from facevae.training.run import claim_run_dir, lightning_trainer
 
 
 def resolve_config(config: ClassifierConfig) -> ClassifierConfig:
@@ -74,39 +67,10 @@ def make_datamodule(config: ClassifierConfig) -> ClassifierDataModule:
                                 image_size=None, seed=config.seed, balance=config.balance)
 
 
-def _trainer(config: ClassifierConfig, run_dir: Path, metrics: MetricsFile) -> L.Trainer:
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                           save_top_k=1, save_last=False, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
-                           every_n_train_steps=config.checkpoint_every_steps or None, enable_version_counter=False)
-    callbacks = [best, last, metrics, LearningRateMonitor("epoch")]
-    if config.patience > 0:
-        callbacks.append(EarlyStopping("val_loss", mode="min", patience=config.patience, check_finite=True))
-    if config.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
-    loggers = [CSVLogger(run_dir / "logs", name="", version="csv"),
-               TensorBoardLogger(run_dir / "logs", name="", version="tensorboard", default_hp_metric=False)]
-    return L.Trainer(
-        default_root_dir=run_dir, max_epochs=config.epochs, accelerator=config.accelerator,
-        devices=_devices(config.devices), num_nodes=config.num_nodes, strategy=config.strategy,
-        precision=config.precision, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
-        gradient_clip_val=config.gradient_clip or None, limit_train_batches=config.limit_train_batches,
-        limit_val_batches=config.limit_val_batches, max_time=config.max_time,
-        enable_progress_bar=config.progress, enable_model_summary=config.progress,
-        deterministic="warn", log_every_n_steps=10, num_sanity_val_steps=0,
-    )
-
-
 def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
     """Fit, keep the best checkpoint, export it, evaluate it (unless ``config.evaluate`` is off)."""
     run_dir = Path(config.run_dir)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
-    if resume:
-        if not last_ckpt.is_file():
-            raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-    elif (run_dir / "config.yaml").exists() and not launched_copy:
-        raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
+    last_ckpt, launched_copy = claim_run_dir(run_dir, resume)
     config = resolve_config(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
@@ -122,11 +86,13 @@ def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
     metrics = MetricsFile(run_dir / "metrics.json")
     if weights_info is not None:
         metrics.update(weights={k: v for k, v in weights_info.items() if k != "head_initialised"})
-    trainer = _trainer(config, run_dir, metrics)
+    trainer = lightning_trainer(config, run_dir, "val_loss", "min", [metrics], num_sanity_val_steps=0)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*upsample_bilinear2d_backward_out_cuda.*")
+        # The head-only stage puts the frozen batch-norm layers in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt if resume else None)
     if not trainer.is_global_zero:
         return {}

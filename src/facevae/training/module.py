@@ -21,6 +21,9 @@ class VAEModule(L.LightningModule):
         self.model = build_model(self.run_config.model)
         if self.run_config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Compiling the bound objective, not the module: torch.compile(module) only wraps forward(), so
+        # model.loss would stay eager, and the wrapper would rename every checkpoint key (_orig_mod.).
+        self.objective = torch.compile(self.model.loss) if self.run_config.train.compile else self.model.loss
         self.condition_columns: list[int] | None = None  # set by train() from the data's attributes
 
     def _condition(self, y: torch.Tensor) -> torch.Tensor | None:
@@ -36,7 +39,7 @@ class VAEModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, c = self._inputs(batch)
-        terms = self.model.loss(x, c, kl_weight=self.run_config.model.kl_weight(self.global_step))
+        terms = self.objective(x, c, kl_weight=self.run_config.model.kl_weight(self.global_step))
         if not torch.isfinite(terms["loss"]):
             # Stop before the optimiser step writes NaN into the weights and a checkpoint keeps them.
             raise NonFiniteLossError(
@@ -52,7 +55,7 @@ class VAEModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, c = self._inputs(batch)
-        terms = self.model.loss(x, c, kl_weight=1.0)
+        terms = self.objective(x, c, kl_weight=1.0)
         self.log_dict({"val_elbo": terms["elbo"], "val_recon": terms["recon"], "val_kl": terms["kl"],
                        "val_bpd": terms["bits_per_dim"]}, prog_bar=True, on_epoch=True, sync_dist=True,
                       batch_size=len(x))

@@ -49,16 +49,20 @@ def make_datamodule(config: RunConfig) -> PackedDataModule:
                             flip=t.flip, on_device=t.on_device, image_size=config.model.image_size, seed=t.seed)
 
 
-def _trainer(config: RunConfig, run_dir: Path, metrics: MetricsFile) -> L.Trainer:
-    t = config.train
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_elbo", mode="max",
+def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), **overrides) -> L.Trainer:
+    """The Trainer every facevae run uses (``t``: a TrainConfig, or any config with its fields).
+
+    best.ckpt by ``monitor`` and last.ckpt, both written atomically; early stopping that also stops
+    on a non-finite monitor; CSV and TensorBoard logs.
+    """
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                            save_top_k=1, save_last=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
                            every_n_train_steps=t.checkpoint_every_steps or None, enable_version_counter=False)
-    callbacks = [best, last, EpochFigures(run_dir / "figures"), metrics, LearningRateMonitor("epoch")]
+    callbacks = [best, last, *callbacks, LearningRateMonitor("epoch")]
     if t.patience > 0:
-        # check_finite: a NaN validation ELBO stops the run instead of waiting out the patience.
-        callbacks.append(EarlyStopping("val_elbo", mode="max", patience=t.patience, check_finite=True))
+        # check_finite: a NaN validation metric stops the run instead of waiting out the patience.
+        callbacks.append(EarlyStopping(monitor, mode=mode, patience=t.patience, check_finite=True))
     if t.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     if os.environ.get("FACEVAE_RECORD_BATCHES"):
@@ -71,14 +75,12 @@ def _trainer(config: RunConfig, run_dir: Path, metrics: MetricsFile) -> L.Traine
         plugins=[AtomicCheckpointIO()], gradient_clip_val=t.gradient_clip or None,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches, max_time=t.max_time,
         enable_progress_bar=t.progress, enable_model_summary=t.progress, deterministic="warn" if t.seed is not None else False,
-        log_every_n_steps=10,
+        log_every_n_steps=10, **overrides,
     )
 
 
-def train(config: RunConfig, resume: bool = False) -> dict:
-    """Fit, keep the best checkpoint, export it, evaluate it on the test split; returns metrics."""
-    t = config.train
-    run_dir = Path(t.run_dir)
+def claim_run_dir(run_dir: Path, resume: bool) -> tuple[Path, bool]:
+    """(last checkpoint, whether this process is a DDP-launched copy); refuses to overwrite or resume nothing."""
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     # Lightning's DDP launcher re-runs this command in each extra process: only the first one owns the folder.
     launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
@@ -87,6 +89,17 @@ def train(config: RunConfig, resume: bool = False) -> dict:
             raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
     elif (run_dir / "config.yaml").exists() and not launched_copy:
         raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
+    return last_ckpt, launched_copy
+
+
+def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
+    """Fit, keep the best checkpoint, export it, evaluate it on the test split; returns metrics.
+
+    ``callbacks``: extra Lightning callbacks (a sweep's pruning hook), run after the built-in ones.
+    """
+    t = config.train
+    run_dir = Path(t.run_dir)
+    last_ckpt, launched_copy = claim_run_dir(run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
@@ -98,10 +111,8 @@ def train(config: RunConfig, resume: bool = False) -> dict:
 
     module = VAEModule(config.to_dict())
     module.condition_columns = config.model.condition_index(datamodule.attribute_names) or None
-    if t.compile:
-        module.model = torch.compile(module.model)
     metrics = MetricsFile(run_dir / "metrics.json")
-    trainer = _trainer(config, run_dir, metrics)
+    trainer = lightning_trainer(t, run_dir, "val_elbo", "max", [EpochFigures(run_dir / "figures"), metrics, *callbacks])
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -112,17 +123,13 @@ def train(config: RunConfig, resume: bool = False) -> dict:
     if not best_path.is_file():
         raise DatasetError(f"{run_dir}: training ended without a finite validation ELBO; no model to export")
     state = safe_load(best_path)["state_dict"]
-    model = _unwrap(module.model)
-    model.load_state_dict({k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in state.items()})
+    model = module.model
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     export(model, run_dir, datamodule.attribute_names)
     test = evaluate(model, datamodule, config)
     metrics.update(best_epoch=_best_epoch(metrics.data), best_val_elbo=_best_val(metrics.data), test=test,
                    train_seconds=round(time.perf_counter() - started, 1), global_step=trainer.global_step)
     return metrics.data
-
-
-def _unwrap(model):
-    return getattr(model, "_orig_mod", model)
 
 
 def _best_val(data: dict):
@@ -167,7 +174,7 @@ def evaluate(model: VAEBase, datamodule: PackedDataModule, config: RunConfig) ->
 def export(model: VAEBase, run_dir: Path, attribute_names: list[str]) -> Path:
     """model.safetensors + model.json: everything ``load`` needs, no pickle, no Lightning."""
     run_dir = Path(run_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = run_dir / ".model.safetensors.tmp"
     save_file(state, str(tmp))
     os.replace(tmp, run_dir / "model.safetensors")
