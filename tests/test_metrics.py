@@ -25,7 +25,6 @@ from facevae.metrics import (
     factor_vae_score,
     ground_truth_metrics,
     mig,
-    modularity_explicitness,
     sample_codes,
     sap,
     weak_label_metrics,

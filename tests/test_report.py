@@ -57,7 +57,8 @@ def test_report_is_one_self_contained_html_file(report):
 def test_report_contains_config_metrics_and_dimension_table(report):
     run_dir, _, page, _ = report
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for section in ("summary", "config", "curves", "metrics", "reconstructions", "samples", "dims", "traversals"):
+    for section in ("summary", "config", "curves", "metrics", "reconstructions", "samples", "dims", "traversals",
+                    "probe"):
         assert f'id="{section}"' in page
     # config
     assert "latent_dim" in page and "condition_names" in page and "Wearing_Hat" in page
@@ -71,6 +72,11 @@ def test_report_contains_config_metrics_and_dimension_table(report):
         if d["active"]:
             assert f"<td>z{d['dim']}</td>" in page
     assert "rotation" in page and "given by the condition" in page
+    # the probe table: one row per attribute, with its accuracy as the table formats it
+    probe = json.loads((run_dir / "analysis" / "probe.json").read_text())
+    assert "Attribute probes" in page
+    for row in probe["attributes"]:
+        assert f"<td>{row['attribute']}" in page and report_html.fmt(row["accuracy"], 3) in page
 
 
 def test_report_generates_missing_analysis(report):

@@ -8,12 +8,16 @@ import sys
 
 from facevae import __version__
 from facevae.cli import analyse as analyse_commands
+from facevae.cli import classify as classify_commands
 from facevae.cli import data as data_commands
 from facevae.cli import demo as demo_commands
+from facevae.cli import metrics as metrics_commands
 from facevae.cli import report as report_commands
+from facevae.cli import sweep as sweep_commands
 from facevae.cli import train as train_commands
 
-GROUPS = [data_commands, train_commands, analyse_commands, report_commands, demo_commands]
+GROUPS = [data_commands, train_commands, analyse_commands, classify_commands, report_commands, metrics_commands,
+          sweep_commands, demo_commands]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

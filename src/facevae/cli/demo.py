@@ -159,12 +159,16 @@ def run_demo(out: str | Path, settings: DemoSettings = DEMO, log: Callable[[str]
     log(format_dims_table(dims))
     done("dims", t)
 
-    t = stage(6, "reconstructions, samples, traversals")
+    t = stage(6, "reconstructions, samples, traversals, attribute probes")
     from facevae.analysis.reconstruct import reconstruct
     from facevae.analysis.sample import sample
     from facevae.analysis.traverse import traverse
+    from facevae.recognition.probe import probe_run
 
-    analysis = {"reconstruct": reconstruct(run, n=16), "sample": sample(run, n=32), "traverse": traverse(run)}
+    analysis = {"reconstruct": reconstruct(run, n=16), "sample": sample(run, n=32), "traverse": traverse(run),
+                "probe": probe_run(run)}
+    log(f"      mean probe accuracy {analysis['probe']['mean']['accuracy']:.3f} "
+        f"(majority baseline {analysis['probe']['mean']['majority']:.3f})")
     log(f"      {run.figures}")
     done("analyse", t)
 

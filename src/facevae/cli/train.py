@@ -17,8 +17,13 @@ def register(subparsers) -> None:
         "model.safetensors). --resume RUN continues a killed run from its last checkpoint.",
     )
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue this run from checkpoints/last.ckpt")
-    p.add_argument("--data", type=Path, help="packed dataset folder")
     p.add_argument("--run-dir", type=Path, help="where the run goes")
+    add_train_arguments(p)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that make a RunConfig (see run_config_from_args); `facevae sweep` shares them."""
+    p.add_argument("--data", type=Path, help="packed dataset folder")
     p.add_argument("--split", default="official", help="stored split to train on")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=["vae", "cvae", "betavae"], default="cvae")

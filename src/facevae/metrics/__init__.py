@@ -20,6 +20,8 @@ On arrays ``codes (N, D)`` and discrete ``factors (N, K)``:
 And :func:`weak_label_metrics` (the array metrics against binary attributes such as CelebA's),
 :func:`array_metrics` and :func:`ground_truth_metrics` (the whole suite as one flat dict),
 :func:`sample_codes` (codes and factors sampled from a ground-truth data object).
+:func:`facevae.metrics.run.compute_disentanglement` runs the suite on a trained run (``facevae metrics``);
+it is not imported here, so that the metrics stay usable without torch.
 """
 
 from facevae.metrics.beta_vae import beta_vae_score

@@ -141,12 +141,19 @@ def _traverse(run):
     return traverse(run)
 
 
+def _probe(run):
+    from facevae.recognition.probe import probe_run
+
+    return probe_run(run)
+
+
 # name → (file under RUN/analysis, function(run) -> dict). Order matters: traversals read dims.json.
 PRODUCERS: dict[str, tuple[str, Callable]] = {
     "dims": ("dims.json", _dims),
     "reconstruct": ("reconstruct.json", _reconstruct),
     "sample": ("sample.json", _sample),
     "traverse": ("traverse.json", _traverse),
+    "probe": ("probe.json", _probe),
 }
 
 
@@ -489,6 +496,27 @@ def traversals_section(ctx: ReportContext) -> Section:
     return Section("traversals", "Latent traversals", "".join(body) or note("No traversal figures found.", "warn"))
 
 
+def probe_section(ctx: ReportContext) -> Section:
+    result = ctx.analysis("probe")
+    if not result:
+        return Section("probe", "Attribute probes", ctx.unavailable("probe", "attribute probes"))
+    rows = [[r["attribute"] + (" (in the condition)" if r.get("in_condition") else ""), fmt(r["positive_rate"], 3),
+             fmt(r["accuracy"], 3), fmt(r["majority"], 3), fmt(r["balanced_accuracy"], 3), fmt(r["roc_auc"], 3)]
+            for r in result["attributes"]]
+    mean = result["mean"]
+    rows.append(["mean", "", fmt(mean["accuracy"], 3), fmt(mean["majority"], 3), fmt(mean["balanced_accuracy"], 3),
+                 fmt(mean["roc_auc"], 3)])
+    body = note("Logistic-regression probes from the posterior means to each attribute, fitted on the training "
+                "split, thresholds chosen on the validation split, scored on the test split. Attributes in a "
+                "conditional model's condition need not be in its latents, so their probes may sit near the "
+                "majority-class baseline.")
+    png = ctx.path(result.get("figure"))
+    if png is not None:
+        body += img_tag(png, "probe accuracy per attribute")
+    body += html_table(["attribute", "positives", "accuracy", "majority", "balanced acc.", "ROC AUC"], rows)
+    return Section("probe", "Attribute probes", body, summary=f"mean probe accuracy {mean['accuracy']:.3f}")
+
+
 SectionBuilder = Callable[[ReportContext], "Section | None"]
 
 SECTIONS: list[SectionBuilder] = [
@@ -500,6 +528,7 @@ SECTIONS: list[SectionBuilder] = [
     samples_section,
     dims_section,
     traversals_section,
+    probe_section,
 ]
 
 

@@ -1,0 +1,130 @@
+"""``facevae sweep`` and ``facevae sweep-report``: Optuna sweeps whose trials are full training runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facevae.sweeps.objectives import OBJECTIVES
+
+DIRECTIONS = ["maximize", "minimize"]
+
+
+def register(subparsers) -> None:
+    from facevae.cli import add_command
+    from facevae.cli.train import add_train_arguments
+
+    p = add_command(
+        subparsers, "sweep", cmd_sweep, "sweep training settings (β, k, batch size, ...) with Optuna",
+        "facevae sweep --data runs/demo/data --model vae --param beta=1,2,4,8,16 --param width=1,2 "
+        "--objective betavae_score --metric-n 1000 --epochs 10 --out runs/sweep",
+        description="Each trial is a full run directory OUT/trial-NNNN made as `facevae train` would, with the "
+        "base training flags given here and the trial's --param values, scored by --objective (and --objective2: "
+        "a Pareto front). The study lives in --storage (any SQLAlchemy URL; default sqlite:///OUT/sweep.db): "
+        "--workers W runs W processes here, and a worker on another machine joins with the same --storage and "
+        "--study. --trials is the study's total, shared by all workers. A killed worker's trial is marked "
+        "failed after --grace-period seconds without a heartbeat and its point is queued once more. With "
+        "--pruner auto, runs whose validation ELBO falls below the median are stopped early when the objective "
+        "is an ELBO. `facevae sweep-report OUT` shows the result.",
+    )
+    s = p.add_argument_group("sweep")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a training flag and its values, e.g. beta=1,2,4 or batch-size=64,128 (repeatable)")
+    s.add_argument("--objective", choices=list(OBJECTIVES), default="val_elbo")
+    s.add_argument("--objective2", choices=list(OBJECTIVES), default=None, help="a second objective: Pareto front")
+    s.add_argument("--direction", choices=DIRECTIONS, default="maximize")
+    s.add_argument("--direction2", choices=DIRECTIONS, default="maximize")
+    s.add_argument("--sampler", choices=["grid", "tpe"], default="grid")
+    s.add_argument("--trials", type=int, default=None, help="trials in the study (default: the whole grid)")
+    s.add_argument("--out", type=Path, required=True, help="sweep directory: sweep.json and the trials' runs")
+    s.add_argument("--storage", default=None, help="SQLAlchemy URL of the study (default sqlite:///OUT/sweep.db)")
+    s.add_argument("--study", default=None, help="study name (default: the name of OUT)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    s.add_argument("--pruner", choices=["auto", "median", "none"], default="auto")
+    s.add_argument("--metric-n", type=int, default=10000, help="training points of the disentanglement objectives")
+    s.add_argument("--metric-n-eval", type=int, default=5000, help="evaluation points of those objectives")
+    s.add_argument("--sampler-seed", type=int, default=0)
+    s.add_argument("--heartbeat-interval", type=int, default=60, help="seconds between a worker's heartbeats")
+    s.add_argument("--grace-period", type=int, default=None, help="seconds without a heartbeat before a trial "
+                   "counts as killed (default: twice the interval)")
+    add_train_arguments(p)
+
+    r = add_command(
+        subparsers, "sweep-report", cmd_sweep_report, "the table, figures and best run of a sweep",
+        "facevae sweep-report runs/sweep",
+        description="Reads the study recorded in DIR/sweep.json and writes into DIR: sweep_report.json, "
+        "objective_vs_beta.png (the objective against β and β_norm = β·M/N), pareto.png (two objectives) and "
+        "sweep_report.html (self-contained, the best run linked). Prints the trial table.",
+    )
+    r.add_argument("dir", type=Path, metavar="DIR", help="the --out folder of `facevae sweep`")
+
+
+def sweep_config_from_args(args: argparse.Namespace):
+    from facevae.sweeps.objectives import check_objectives
+    from facevae.sweeps.search_space import check_space, grid_size, parse_params, train_defaults
+    from facevae.sweeps.study import SweepConfig
+
+    space = parse_params(args.param)
+    if args.data is None:
+        raise ValueError("--data is needed: the packed dataset every trial trains on")
+    objectives = check_objectives([args.objective] + ([args.objective2] if args.objective2 else []))
+    train_args = {k: getattr(args, k) for k in train_defaults()}
+    train_args["data"] = str(args.data)
+    # Several workers' progress bars would interleave on one terminal.
+    train_args["no_progress"] = args.no_progress or args.workers > 1
+    check_space(space, train_args)
+    out = args.out.resolve()
+    return SweepConfig(
+        out=str(out), storage=_storage_url(args.storage, out), study=args.study or out.name,
+        space=space, objectives=objectives, directions=[args.direction, args.direction2][: len(objectives)],
+        trials=_trials(args, grid_size(space)), sampler=args.sampler, pruner=args.pruner, metric_n=args.metric_n,
+        metric_n_eval=args.metric_n_eval, sampler_seed=args.sampler_seed, heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period, train_args=train_args)
+
+
+def _storage_url(url: str | None, out: Path) -> str:
+    """The given URL, or SQLite under OUT; a relative SQLite path made absolute, so sweep-report finds it."""
+    if url is None:
+        return f"sqlite:///{out / 'sweep.db'}"
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+def _trials(args: argparse.Namespace, size: int) -> int:
+    if args.trials is None:
+        if args.sampler != "grid":
+            raise ValueError(f"--trials is needed with --sampler {args.sampler}")
+        return size
+    if args.trials < 1:
+        raise ValueError("--trials must be at least 1")
+    if args.sampler == "grid" and args.trials > size:
+        print(f"the grid has {size} points: --trials {args.trials} runs each once")
+        return size
+    return args.trials
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from facevae.sweeps.report import build_sweep_report, format_trials
+    from facevae.sweeps.study import run_sweep
+
+    if args.workers < 1 or args.heartbeat_interval < 1 or min(args.metric_n, args.metric_n_eval) < 1:
+        raise ValueError("--workers, --heartbeat-interval, --metric-n and --metric-n-eval must be at least 1")
+    config = sweep_config_from_args(args)
+    print(f"sweep {config.study!r}: {config.trials} trials over {', '.join(config.space)} "
+          f"({config.sampler}), storage {config.storage}", flush=True)
+    run_sweep(config, workers=args.workers)
+    report = build_sweep_report(config.out)
+    print(format_trials(report))
+    print(f"report: {report['files']['html']}")
+    return 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from facevae.sweeps.report import build_sweep_report, format_trials
+
+    report = build_sweep_report(args.dir)
+    print(format_trials(report))
+    print("written: " + ", ".join(report["files"].values()))
+    return 0

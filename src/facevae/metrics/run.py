@@ -1,0 +1,173 @@
+"""The disentanglement suite of a trained run, kept in its ``metrics.json`` under ``"disentanglement"``.
+
+Data with generative factors (synthetic faces) is scored against them:
+
+* β-VAE and FactorVAE scores by sampling: fresh faces are drawn from the prior the dataset was
+  rendered with and rendered by :class:`~facevae.data.synthetic.SyntheticFaces`, so every pair of
+  batches can share exactly one factor, as the definitions need;
+* MIG, DCI, SAP and modularity/explicitness on the codes of the run's test split against its
+  factors: the first rows fit the metrics' classifiers, the last ``n_eval`` rows score them.
+
+Data without factors (CelebA) gets the array metrics against its binary attributes as weak labels
+(:func:`facevae.metrics.weak_label_metrics`). Codes are posterior means. The sizes default to the
+standard ones (10,000 training and 5,000 evaluation points); smaller ``n`` is for quick looks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facevae.metrics.suite import ARRAY_METRICS, SAMPLING_METRICS
+
+METRIC_NAMES = SAMPLING_METRICS + ARRAY_METRICS
+
+
+def parse_metric_names(metrics) -> list[str]:
+    """``"all"``, ``"mig,dci"`` or a list of names → the names, checked, without repeats."""
+    if isinstance(metrics, str):
+        metrics = METRIC_NAMES if metrics.strip() == "all" else metrics.split(",")
+    names = list(dict.fromkeys(m.strip().replace("-", "_") for m in metrics if m.strip()))
+    unknown = [m for m in names if m not in METRIC_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown metric {(unknown or [''])[0]!r}; choose from all, {', '.join(METRIC_NAMES)}")
+    return names
+
+
+def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 10000, n_eval: int = 5000,
+                            seed: int = 0, batch_size: int = 64, write: bool = True) -> dict:
+    """The suite for the run at ``run_dir``; with ``write``, also stored in its metrics.json.
+
+    Returns ``{"scores": {name: float in [0, 1], or None where undefined}, "labels": "factors" or
+    "attributes", "settings": {...}}`` and, for weak labels, ``"attributes"``: the per-attribute rows
+    of ``weak_label_metrics``.
+    """
+    from facevae.analysis.run import open_run
+
+    run = open_run(run_dir)
+    asked_all = isinstance(metrics, str) and metrics.strip() == "all"
+    names = _applicable(parse_metric_names(metrics), run.data.has_factors, asked_all)
+    result = {"labels": "factors" if run.data.has_factors else "attributes", "scores": {},
+              "settings": {"metrics": names, "n": int(n), "n_eval": int(n_eval), "seed": int(seed),
+                           "batch_size": int(batch_size), "codes": "posterior mean"}}
+    sampling = [m for m in names if m in SAMPLING_METRICS]
+    if sampling:
+        scores = _sampling_scores(run, sampling, n, n_eval, seed, batch_size)
+        if "factor_vae_active_dims" in scores:  # a count, not a score
+            result["settings"]["factor_vae_active_dims"] = int(scores.pop("factor_vae_active_dims"))
+        result["scores"] |= scores
+    array = [m for m in names if m in ARRAY_METRICS]
+    if array:
+        scores, attributes = _array_scores(run, array, n, n_eval)
+        result["scores"] |= scores
+        if attributes is not None:
+            result["attributes"] = attributes
+    # A metric that is undefined on too few codes (a class missing from the evaluation rows) is null, not NaN.
+    result["scores"] = {k: (float(v) if np.isfinite(v) else None) for k, v in result["scores"].items()}
+    if write:
+        _store(Path(run_dir) / "metrics.json", result)
+    return result
+
+
+def _applicable(names: list[str], has_factors: bool, asked_all: bool) -> list[str]:
+    if has_factors:
+        return names
+    sampling = [m for m in names if m in SAMPLING_METRICS]
+    if sampling and not asked_all:
+        raise ValueError(f"{sampling[0]} needs ground-truth factors; this run's data has only attributes "
+                         f"(use {', '.join(ARRAY_METRICS)})")
+    return [m for m in names if m not in SAMPLING_METRICS]
+
+
+def _store(path: Path, result: dict) -> None:
+    from facevae.data.packed import write_json_atomic
+
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["disentanglement"] = result
+    write_json_atomic(path, data)
+
+
+# --- sampling metrics ----------------------------------------------------------------------------------
+class _LabelledFaces:
+    """Synthetic faces whose observations are ``(images, attributes)``: a conditional encoder needs both."""
+
+    def __init__(self, faces, attribute_columns: list[int] | None):
+        self.faces, self.columns = faces, attribute_columns
+        self.factor_sizes = faces.factor_sizes
+
+    def sample_factors(self, n, random_state):
+        return self.faces.sample_factors(n, random_state)
+
+    def render(self, factors):
+        attributes = None if self.columns is None else self.faces.attributes(factors)[:, self.columns]
+        return self.faces.render(factors), attributes
+
+
+def renderer_of(packed):
+    """The SyntheticFaces renderer (size and prior) that made a packed synthetic dataset."""
+    from facevae.data.synthetic import SyntheticFaces
+
+    meta = packed.meta
+    # write_synthetic_packed records the prior only in its preprocessing note.
+    match = re.search(r"prior=(\w+)", meta.preprocessing)
+    faces = SyntheticFaces(size=(meta.height, meta.width), prior=match.group(1) if match else "celeba")
+    if list(packed.factor_names) != faces.factor_names:
+        raise ValueError(f"{packed.root}: its factors are not the synthetic faces' ({', '.join(packed.factor_names)}); "
+                         "the sampling metrics need a renderer for them")
+    return faces
+
+
+def _sampling_scores(run, names, n, n_eval, seed, batch_size) -> dict:
+    from facevae.metrics.suite import ground_truth_metrics
+
+    faces = renderer_of(run.data.packed)
+    columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
+    return ground_truth_metrics(_LabelledFaces(faces, columns), _encoder(run), seed, metrics=names,
+                                num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
+
+
+def _encoder(run, chunk: int = 256):
+    @torch.no_grad()
+    def encode(observations) -> np.ndarray:
+        images, attributes = observations
+        codes = []
+        for lo in range(0, len(images), chunk):
+            x = torch.from_numpy(np.ascontiguousarray(images[lo:lo + chunk])).permute(0, 3, 1, 2)
+            y = None if attributes is None else torch.from_numpy(attributes[lo:lo + chunk]).float()
+            x, _ = run.data.prepare_batch((x, y))
+            codes.append(run.model.encode(x, run.condition_of(y) if y is not None else None).mean)
+        return torch.cat(codes).numpy()
+
+    return encode
+
+
+# --- array metrics on the test split -------------------------------------------------------------------
+def fit_and_eval_rows(num_rows: int, n: int, n_eval: int) -> tuple[slice, slice]:
+    """The last ``n_eval`` rows (at most half) score; up to ``n`` rows before them fit."""
+    if num_rows < 4:
+        raise ValueError(f"the test split has {num_rows} images; the array metrics need at least 4")
+    num_eval = max(2, min(n_eval, num_rows // 2))
+    num_fit = max(2, min(n, num_rows - num_eval))
+    return slice(num_rows - num_eval - num_fit, num_rows - num_eval), slice(num_rows - num_eval, num_rows)
+
+
+def _array_scores(run, names, n, n_eval) -> tuple[dict, list | None]:
+    """Scores, and the per-attribute rows when the labels are attributes."""
+    from facevae.metrics.suite import array_metrics
+    from facevae.metrics.weak_labels import weak_label_metrics
+
+    test = run.encode_test()
+    codes = test["mu"]
+    fit, score = fit_and_eval_rows(len(codes), n, n_eval)
+    if run.data.has_factors:
+        labels = test["factors"]
+        return array_metrics(codes[fit], labels[fit], codes[score], labels[score], metrics=names), None
+    labels = test["attributes"]
+    weak = weak_label_metrics(codes[fit], labels[fit], codes[score], labels[score], run.data.attribute_names,
+                              metrics=names)
+    return weak, weak.pop("attributes")

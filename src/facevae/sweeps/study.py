@@ -1,0 +1,203 @@
+"""A sweep: an Optuna study whose trials are full ``facevae train`` runs, shared by any number of workers.
+
+The sweep's settings are kept twice: in ``OUT/sweep.json`` (what ``sweep-report`` reads) and in
+the study's user attributes (what a worker joining from another machine, with the same
+``--storage`` and ``--study``, is checked against, so that it cannot mix another search space in).
+Each trial trains into ``OUT/trial-NNNN`` (NNNN: the trial's number in the study) and scores the
+finished run with the objective(s).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from facevae.sweeps import budget
+from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
+from facevae.sweeps.search_space import trial_args
+
+CONFIG_NAME = "sweep.json"
+# The settings a joining worker must share with the study; the rest (base flags, sizes) may differ.
+IDENTITY = ("space", "objectives", "directions", "sampler")
+
+
+@dataclass
+class SweepConfig:
+    out: str
+    storage: str
+    study: str
+    space: dict[str, list]
+    objectives: list[str]
+    directions: list[str]
+    trials: int
+    sampler: str = "grid"
+    pruner: str = "auto"  # auto: median pruning on the validation ELBO only when the objective is an ELBO
+    metric_n: int = 10000
+    metric_n_eval: int = 5000
+    sampler_seed: int = 0
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    train_args: dict = field(default_factory=dict)
+
+    def save(self) -> Path:
+        from facevae.data.packed import write_json_atomic
+
+        path = Path(self.out) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, out: str | Path) -> "SweepConfig":
+        path = Path(out) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{out}: not a sweep directory (no {CONFIG_NAME}); make one with `facevae sweep`")
+        return cls(**json.loads(path.read_text()))
+
+    def identity(self) -> dict:
+        return {k: getattr(self, k) for k in IDENTITY}
+
+
+# --- the study -----------------------------------------------------------------------------------------
+def open_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
+    """Creates the study, or joins it after checking it is the same sweep."""
+    from facevae.sweeps.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace its per-trial ones
+    storage = open_storage(config.storage, config.heartbeat_interval, config.grace_period)
+    study = optuna.create_study(storage=storage, study_name=config.study, directions=config.directions,
+                                sampler=_sampler(config, worker), pruner=_pruner(config), load_if_exists=True)
+    identity = json.loads(json.dumps(config.identity()))  # as the storage gives it back
+    stored = study.user_attrs.get("sweep")
+    if stored is None:
+        study.set_user_attr("sweep", identity)
+    elif stored != identity:
+        changed = [k for k in IDENTITY if stored.get(k) != identity[k]]
+        raise ValueError(f"study {config.study!r} in {config.storage} is another sweep (its {', '.join(changed)} "
+                         "differ); use another --study")
+    return study
+
+
+def _sampler(config: SweepConfig, worker: int) -> optuna.samplers.BaseSampler:
+    if config.sampler == "grid":
+        # One seed for every worker: they must agree on the order of the shuffled grid.
+        return optuna.samplers.GridSampler(config.space, seed=config.sampler_seed)
+    # TPE proposals depend only on the seed until results arrive: workers must not share it.
+    return optuna.samplers.TPESampler(seed=config.sampler_seed + worker)
+
+
+def _pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
+    # Pruning compares validation ELBOs; with a disentanglement objective that would drop the large-β
+    # runs whose worse ELBO is the point of the sweep, so "auto" prunes only when the ELBO is the objective.
+    single_elbo = len(config.objectives) == 1 and config.objectives[0] in ELBO_OBJECTIVES
+    if config.pruner == "median" or (config.pruner == "auto" and single_elbo):
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+# --- one trial -------------------------------------------------------------------------------------------
+def run_trial(trial: optuna.Trial, config: SweepConfig) -> float | list[float]:
+    budget.claim_place(trial, config.trials)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    params = {name: trial.suggest_categorical(name, values) for name, values in config.space.items()}
+    twin = _finished_twin(trial.study, params)
+    if twin is not None:  # TPE may propose a finished point again: reuse it rather than train it twice
+        trial.set_user_attr("duplicate_of", twin.number)
+        for key in ("run_dir", "beta", "beta_norm"):
+            trial.set_user_attr(key, twin.user_attrs.get(key))
+        return _value(twin.values)
+    try:
+        return _value(_train_and_score(trial, config, params))
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+        raise
+
+
+def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> list[float]:
+    from facevae.cli.train import run_config_from_args
+    from facevae.sweeps.pruning import ReportValidationElbo
+    from facevae.training.run import train
+
+    run_dir = Path(config.out) / f"trial-{trial.number:04d}"
+    run_config = run_config_from_args(trial_args(config.train_args, params, run_dir))
+    model = run_config.model
+    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("beta", model.effective_beta)
+    trial.set_user_attr("beta_norm", model.effective_beta * model.latent_dim / model.input_dim)
+    # Multi-objective studies cannot prune (Optuna refuses intermediate values there).
+    callbacks = [ReportValidationElbo(trial)] if len(config.objectives) == 1 else []
+    metrics = train(run_config, callbacks=callbacks)
+    return objective_values(run_dir, metrics, config.objectives, config.metric_n, config.metric_n_eval)
+
+
+def _value(values):
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _finished_twin(study: optuna.Study, params: dict):
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in complete if t.params == params and "duplicate_of" not in t.user_attrs), None)
+
+
+# --- workers ---------------------------------------------------------------------------------------------
+def run_worker(config: SweepConfig, worker: int = 0) -> None:
+    """Runs trials of the study until its budget is used up."""
+    from optuna.storages import fail_stale_trials
+
+    study = open_study(config, worker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)  # a worker killed earlier left its trial RUNNING
+    if budget.budget_left(study, config.trials) == 0:
+        print(f"[worker {worker}] study {config.study!r} has its {config.trials} trials", flush=True)
+        return
+    study.optimize(lambda trial: run_trial(trial, config), catch=(Exception,), gc_after_trial=True,
+                   callbacks=[_Progress(config, worker)])
+
+
+class _Progress:
+    """After each trial: a progress line, and stop when no trial is left to ask for."""
+
+    def __init__(self, config: SweepConfig, worker: int):
+        self.config, self.worker = config, worker
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not trial.user_attrs.get("surplus"):
+            values = ", ".join(f"{n}={v:.4g}" for n, v in zip(self.config.objectives, trial.values or []))
+            detail = values or trial.user_attrs.get("error", "")
+            print(f"[worker {self.worker}] trial {trial.number:04d} {trial.state.name.lower()} {detail} "
+                  f"({budget.finished(study)}/{self.config.trials} finished)", flush=True)
+        if budget.budget_left(study, self.config.trials) == 0:
+            study.stop()
+
+
+def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
+    """Saves the config, creates the study, and runs ``workers`` worker processes on it (1: this one)."""
+    Path(config.out).mkdir(parents=True, exist_ok=True)  # the default SQLite file goes there
+    study = open_study(config)  # created once here, so that the workers only ever join it
+    config.save()  # only once the study is known to be this sweep's
+    if workers == 1:
+        run_worker(config)
+        return study
+    # spawn: a forked copy of a process that has touched torch or the database is not safe.
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=run_worker, args=(config, w), name=f"sweep-worker-{w}") for w in range(workers)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    failed = [p.name for p in processes if p.exitcode]
+    if failed:
+        print(f"facevae sweep: {', '.join(failed)} stopped with an error; rerun the command to finish", file=sys.stderr)
+    return study

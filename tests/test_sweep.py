@@ -1,0 +1,193 @@
+"""Optuna sweeps: trials are runs, workers share a study and its budget, a killed worker's trial is retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from facevae.cli import main
+
+# A trial is a real `facevae train` run: as small and fast as one can be.
+TRIAL = ["--model", "vae", "--width", "1", "--latent-dim", "4", "--image-size", "32", "--batch-size", "16",
+         "--likelihood", "gaussian", "--eval-k", "2", "--eval-batches", "1", "--epochs", "1", "--patience", "0",
+         "--no-progress"]
+FAST_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """96 synthetic faces at 32×32 (about 77 train, 9 valid, 10 test)."""
+    from facevae.data.synthetic import write_synthetic_packed
+
+    return write_synthetic_packed(tmp_path_factory.mktemp("sweepdata") / "data", 96, size=32, seed=2,
+                                  progress=False).root
+
+
+def sweep(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--data", str(data), "--out", str(out), "--param", "beta=1,2", "--param", "width=1,2",
+            *TRIAL, *extra]
+
+
+def trials_of(out: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'sweep.db'}").get_trials()
+
+
+def point(t) -> tuple:
+    return tuple(sorted(t.params.items()))
+
+
+def test_four_trial_sweep_two_objectives_and_report(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(sweep(tiny_data, out, "--objective2", "mig", "--metric-n", "20", "--metric-n-eval", "5")) == 0
+    trials = trials_of(out)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({point(t) for t in trials}) == 4  # the whole 2×2 grid, each point once
+    for t in trials:
+        run = Path(t.user_attrs["run_dir"])
+        assert run == out / f"trial-{t.number:04d}" and (run / "model.safetensors").is_file()
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert t.values == [metrics["best_val_elbo"], metrics["disentanglement"]["scores"]["mig"]]
+        assert t.user_attrs["beta_norm"] == pytest.approx(t.params["beta"] * 4 / (3 * 32 * 32))
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["space"] == {"beta": [1.0, 2.0], "width": [1, 2]} and saved["objectives"] == ["val_elbo", "mig"]
+
+    capsys.readouterr()
+    assert main(["sweep-report", str(out)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads((out / "sweep_report.json").read_text())
+    best_elbo = max(t.values[0] for t in trials)
+    assert report["best"]["values"]["val_elbo"] == best_elbo  # the best ELBO is always on the Pareto front
+    assert report["best"]["number"] in report["pareto_front"]
+    assert f"best: trial #{report['best']['number']}" in table and table.count("complete") == 4
+    for name in ("objective_vs_beta.png", "pareto.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "sweep_report.html").read_text()
+    assert f'href="trial-{report["best"]["number"]:04d}"' in page and "β_norm" in page
+
+
+def test_a_failing_trial_fails_and_the_study_goes_on(tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    # a split that does not exist fails when the trial's data is opened, as a NaN loss fails mid-run
+    assert main(["sweep", "--data", str(tiny_data), "--out", str(out), "--param", "split=official,nosuch",
+                 *TRIAL]) == 0
+    states = {t.params["split"]: t for t in trials_of(out)}
+    assert states["official"].state == TrialState.COMPLETE
+    assert states["nosuch"].state == TrialState.FAIL and "nosuch" in states["nosuch"].user_attrs["error"]
+
+
+def test_two_workers_share_the_budget_without_duplicates(tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    assert main(sweep(tiny_data, out, "--workers", "2", "--trials", "3")) == 0
+    trials = [t for t in trials_of(out) if not t.user_attrs.get("surplus")]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len({point(t) for t in trials}) == 3
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes trained
+    assert all((Path(t.user_attrs["run_dir"]) / "model.safetensors").is_file() for t in trials)
+
+
+def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    args = sweep(tiny_data, out, "--trials", "2", *FAST_HEARTBEAT)
+    worker = subprocess.Popen([sys.executable, "-m", "facevae", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "trial-0000" / "config.yaml").is_file():  # training has started
+            assert worker.poll() is None and time.monotonic() < deadline, "the first worker never started a trial"
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert trials_of(out)[0].state == TrialState.RUNNING  # nobody told the study
+    time.sleep(3)  # past the grace period: its heartbeat has stopped
+
+    assert main(args) == 0
+    trials = trials_of(out)
+    killed, *rest = trials
+    assert killed.state == TrialState.FAIL
+    assert [t.state for t in rest] == [TrialState.COMPLETE] * 2  # exactly the 2 requested trials
+    retry = next(t for t in rest if t.system_attrs.get("failed_trial") == 0)
+    assert point(retry) == point(killed) and len({point(t) for t in rest}) == 2
+
+
+def test_bad_sweep_input_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    base = ["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "s"), *TRIAL]
+    cases = {"colour=1,2": "not a flag of facevae train", "beta": "expected NAME=V1,V2",
+             "beta=1,,2": "expected NAME=V1,V2", "width=1,x": "'x' is not a valid int",
+             "model=vae,gan": "not one of", "beta=2,2": "listed twice"}
+    for spec, message in cases.items():
+        assert main([*base, "--param", spec]) == 2, spec
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (spec, err)
+    # a point `facevae train` would refuse is found before anything runs
+    assert main([*base, "--param", "beta=1,4", "--model", "betavae"]) == 2
+    assert "beta=1.0" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["sweep-report", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_joining_worker_must_run_the_same_sweep(tmp_path):
+    from facevae.sweeps.study import SweepConfig, open_study
+
+    config = SweepConfig(out=str(tmp_path), storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study="s",
+                         space={"beta": [1.0, 2.0]}, objectives=["val_elbo"], directions=["maximize"], trials=2)
+    open_study(config)
+    config.space = {"beta": [1.0, 4.0]}
+    with pytest.raises(ValueError, match="space"):
+        open_study(config)
+
+
+def test_budget_counts_retries_once_and_marks_surplus_trials():
+    from facevae.sweeps import budget
+    from facevae.sweeps.storage import retry_killed_trial
+
+    study = optuna.create_study()
+    killed = study.ask({"beta": optuna.distributions.CategoricalDistribution([1.0, 2.0])})
+    study.tell(killed, state=TrialState.FAIL)
+    retry_killed_trial(study, study.trials[0])
+    assert budget.places_taken(study.trials) == 1 and budget.budget_left(study, 2) == 2  # the waiting retry + 1
+    retry = study.ask()
+    assert retry.params == killed.params
+    budget.claim_place(retry, 2)  # one place before it: fine
+    extra = study.ask({"beta": optuna.distributions.CategoricalDistribution([1.0, 2.0])})
+    budget.claim_place(extra, 2)
+    late = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        budget.claim_place(late, 2)
+    assert study.trials[-1].user_attrs["surplus"] is True
+
+
+def test_pruning_callback_reports_and_prunes():
+    from facevae.sweeps.pruning import ReportValidationElbo
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=-100.0))
+    trial = study.ask()
+    callback = ReportValidationElbo(trial)
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0,
+                              callback_metrics={"val_elbo": torch.tensor(-50.0)})
+    callback.on_validation_epoch_end(trainer, None)
+    trainer.callback_metrics["val_elbo"], trainer.current_epoch = torch.tensor(float("nan")), 1
+    callback.on_validation_epoch_end(trainer, None)  # not reported: a diverged run fails by itself
+    trainer.callback_metrics["val_elbo"], trainer.current_epoch = torch.tensor(-500.0), 2
+    with pytest.raises(optuna.TrialPruned, match="epoch 2"):
+        callback.on_validation_epoch_end(trainer, None)
+    assert study.trials[0].intermediate_values == {0: -50.0, 2: -500.0}
+
+
+@pytest.mark.parametrize("command", ["sweep", "sweep-report"])
+def test_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and f"example:\n  facevae {command} " in capsys.readouterr().out
