@@ -42,7 +42,13 @@ def test_demo_writes_every_stage_and_ends_with_the_report(demo):
     html = demo["report"].read_text()
     assert demo["report"] == (out / "report.html").resolve()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
-    assert set(demo["timings"]) >= {"render", "explore", "split", "train", "dims", "analyse", "report", "total"}
+    assert set(demo["timings"]) >= {"render", "explore", "split", "train", "dims", "analyse", "metrics", "report",
+                                    "total"}
+    # the disentanglement suite and the probes reach the report
+    scores = demo["disentanglement"]["scores"]
+    assert {"beta_vae_eval", "factor_vae_eval", "mig", "dci_disentanglement"} <= set(scores)
+    assert all(v is None or 0.0 <= v <= 1.0 for v in scores.values())
+    assert 'id="disentanglement"' in html and 'id="probe"' in html and "mutual information gap" in html
 
 
 def test_demo_rejects_bad_settings_in_one_line(tmp_path, capsys):

@@ -31,23 +31,14 @@ def register(subparsers) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from facevae.metrics.run import compute_disentanglement, parse_metric_names
+    from facevae.metrics.run import compute_disentanglement, format_disentanglement, parse_metric_names
 
     parse_metric_names(args.metrics)  # a typo fails before the model is loaded
     if min(args.n, args.n_eval, args.batch_size) < 1:
         raise ValueError("--n, --n-eval and --batch-size must be at least 1")
     result = compute_disentanglement(args.run, args.metrics, n=args.n, n_eval=args.n_eval, seed=args.seed,
                                      batch_size=args.batch_size)
-    print(json.dumps(result, indent=2) if args.json else format_scores(result))
+    print(json.dumps(result, indent=2) if args.json else format_disentanglement(result))
     if not args.json:
         print(f"\nwritten: {args.run / 'metrics.json'} ('disentanglement')")
     return 0
-
-
-def format_scores(result: dict) -> str:
-    against = "ground-truth factors" if result["labels"] == "factors" else "attributes as weak labels"
-    width = max(len(k) for k in result["scores"]) if result["scores"] else 6
-    rows = [f"{'metric':<{width}}  score", f"{'-' * width}  -----"]
-    for name, value in result["scores"].items():
-        rows.append(f"{name:<{width}}  {'—' if value is None else f'{value:.3f}'}")
-    return f"disentanglement against {against}\n" + "\n".join(rows)

@@ -171,3 +171,13 @@ def _array_scores(run, names, n, n_eval) -> tuple[dict, list | None]:
     weak = weak_label_metrics(codes[fit], labels[fit], codes[score], labels[score], run.data.attribute_names,
                               metrics=names)
     return weak, weak.pop("attributes")
+
+
+def format_disentanglement(result: dict) -> str:
+    """The scores as a two-column text table."""
+    against = "ground-truth factors" if result["labels"] == "factors" else "attributes as weak labels"
+    width = max(len(k) for k in result["scores"]) if result["scores"] else 6
+    rows = [f"{'metric':<{width}}  score", f"{'-' * width}  -----"]
+    for name, value in result["scores"].items():
+        rows.append(f"{name:<{width}}  {'—' if value is None else f'{value:.3f}'}")
+    return f"disentanglement against {against}\n" + "\n".join(rows)

@@ -496,6 +496,36 @@ def traversals_section(ctx: ReportContext) -> Section:
     return Section("traversals", "Latent traversals", "".join(body) or note("No traversal figures found.", "warn"))
 
 
+DISENTANGLEMENT_TEXT = {
+    "beta_vae": "β-VAE score (Higgins et al. 2017): accuracy of predicting the fixed factor",
+    "factor_vae": "FactorVAE score (Kim & Mnih 2018): majority-vote accuracy",
+    "mig": "mutual information gap (Chen et al. 2018)",
+    "dci": "DCI (Eastwood & Williams 2018)",
+    "sap": "SAP (Kumar et al. 2018)",
+    "modularity": "modularity (Ridgeway & Mozer 2018)",
+    "explicitness": "explicitness (Ridgeway & Mozer 2018)",
+}
+
+
+def disentanglement_section(ctx: ReportContext) -> Section | None:
+    # Read, never computed here: the standard sample sizes take minutes (`facevae metrics RUN` writes them).
+    result = (ctx.metrics or {}).get("disentanglement")
+    if not result:
+        return Section("disentanglement", "Disentanglement metrics",
+                       note("Not computed yet: run `facevae metrics RUN` and rebuild the report.", "warn"))
+    rows = [[name, fmt(value, 3), next((t for k, t in DISENTANGLEMENT_TEXT.items() if name.startswith(k)), "")]
+            for name, value in result["scores"].items()]
+    settings = result.get("settings", {})
+    against = ("the ground-truth factors" if result.get("labels") == "factors"
+               else "the binary attributes as weak labels")
+    body = note(f"Scored against {against}; {settings.get('n', '?')} training and {settings.get('n_eval', '?')} "
+                "evaluation points (disentanglement_lib's definitions; its defaults are 10,000 and 5,000).")
+    body += html_table(["metric", "score", "definition"], rows)
+    headline = result["scores"].get("mig")
+    return Section("disentanglement", "Disentanglement metrics", body,
+                   summary="" if headline is None else f"MIG {headline:.3f}")
+
+
 def probe_section(ctx: ReportContext) -> Section:
     result = ctx.analysis("probe")
     if not result:
@@ -528,6 +558,7 @@ SECTIONS: list[SectionBuilder] = [
     samples_section,
     dims_section,
     traversals_section,
+    disentanglement_section,
     probe_section,
 ]
 
