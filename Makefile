@@ -25,6 +25,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/classify.py
 
 clean:
 	rm -rf $(VENV) runs/demo
