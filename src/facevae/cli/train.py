@@ -50,6 +50,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--num-workers", type=int, default=0)
     t.add_argument("--on-device", action="store_true", help="hold the training set as one tensor on the device")
     t.add_argument("--gradient-clip", type=float, default=0.0)
+    t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate, keep and export an exponential moving average of the weights, e.g. 0.999 (0: off)")
     t.add_argument("--checkpoint-every-steps", type=int, default=50)
     t.add_argument("--limit-train-batches", type=float, default=1.0)
     t.add_argument("--max-time", default=None, help="wall-clock budget DD:HH:MM:SS")
@@ -94,7 +96,7 @@ def run_config_from_args(args: argparse.Namespace):
         lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size, seed=args.seed, flip=args.flip,
         num_workers=args.num_workers, on_device=args.on_device, accelerator=args.accelerator, devices=args.devices,
         num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision, compile=args.compile,
-        channels_last=args.channels_last, gradient_clip=args.gradient_clip,
+        channels_last=args.channels_last, gradient_clip=args.gradient_clip, ema=args.ema,
         checkpoint_every_steps=args.checkpoint_every_steps, limit_train_batches=args.limit_train_batches,
         max_time=args.max_time, eval_k=args.eval_k, eval_batches=args.eval_batches, progress=not args.no_progress,
     )

@@ -293,7 +293,7 @@ def config_section(ctx: ReportContext) -> Section:
 def read_curves(root: Path) -> dict[str, list[tuple[float, float]]]:
     """Series name → [(x, value)] from logs/csv/metrics.csv (x: step for *_step, epoch otherwise),
     falling back to metrics.json's per-epoch records."""
-    series: dict[str, list[tuple[float, float]]] = {}
+    points: dict[str, dict[float, float]] = {}
     path = root / "logs" / "csv" / "metrics.csv"
     if path.is_file():
         with open(path, newline="") as fh:
@@ -308,7 +308,9 @@ def read_curves(root: Path) -> dict[str, list[tuple[float, float]]]:
                     x = row.get("step") if key.endswith("_step") or key.startswith("lr") else row.get("epoch")
                     if x in ("", None):
                         continue
-                    series.setdefault(key, []).append((float(x), v))
+                    # A resumed run re-logs the steps after its last checkpoint: the later row wins.
+                    points.setdefault(key, {})[float(x)] = v
+    series = {key: sorted(xy.items()) for key, xy in points.items()}
     if not series and (root / "metrics.json").is_file():
         data = json.loads((root / "metrics.json").read_text())
         for e in data.get("epochs", []):

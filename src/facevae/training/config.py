@@ -34,6 +34,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     gradient_clip: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated, saved and exported
     checkpoint_every_steps: int = 50  # how often last.ckpt is refreshed within an epoch (resume granularity)
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0

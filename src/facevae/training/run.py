@@ -22,8 +22,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint,
+                                         TQDMProgressBar)
+from lightning.pytorch.loggers import TensorBoardLogger
 from safetensors.torch import load_file, save_file
 
 from facevae.data.datamodule import PackedDataModule
@@ -34,6 +35,7 @@ from facevae.models.config import ModelConfig
 from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile
 from facevae.training.checkpoints import AtomicCheckpointIO, safe_load
 from facevae.training.config import RunConfig
+from facevae.training.logs import ResumableCSVLogger
 from facevae.training.module import VAEModule
 
 
@@ -49,17 +51,29 @@ def make_datamodule(config: RunConfig) -> PackedDataModule:
                             flip=t.flip, on_device=t.on_device, image_size=config.model.image_size, seed=t.seed)
 
 
+class WeightsEMA(EMAWeightAveraging):
+    """Validation ELBO swings from step to step; the average is what gets validated, checkpointed as
+    state_dict (the raw weights ride along as current_model_state, for --resume) and exported."""
+
+    def on_train_end(self, trainer, pl_module):
+        # Lightning would copy the average into the live weights here, before the final last.ckpt is
+        # written, so a later --resume would continue from the average. Export reads best.ckpt instead.
+        pass
+
+
 def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), **overrides) -> L.Trainer:
     """The Trainer every facevae run uses (``t``: a TrainConfig, or any config with its fields).
 
     best.ckpt by ``monitor`` and last.ckpt, both written atomically; early stopping that also stops
-    on a non-finite monitor; CSV and TensorBoard logs.
+    on a non-finite monitor; CSV and TensorBoard logs; an EMA of the weights when ``t.ema`` > 0.
     """
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                            save_top_k=1, save_last=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
                            every_n_train_steps=t.checkpoint_every_steps or None, enable_version_counter=False)
     callbacks = [best, last, *callbacks, LearningRateMonitor("epoch")]
+    if getattr(t, "ema", 0.0):
+        callbacks.append(WeightsEMA(decay=t.ema))
     if t.patience > 0:
         # check_finite: a NaN validation metric stops the run instead of waiting out the patience.
         callbacks.append(EarlyStopping(monitor, mode=mode, patience=t.patience, check_finite=True))
@@ -67,7 +81,9 @@ def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), *
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     if os.environ.get("FACEVAE_RECORD_BATCHES"):
         callbacks.append(BatchRecorder(Path(os.environ["FACEVAE_RECORD_BATCHES"])))
-    loggers = [CSVLogger(run_dir / "logs", name="", version="csv"),
+    # Flushed as often as last.ckpt is written, so a killed run keeps the log of what it resumes from.
+    loggers = [ResumableCSVLogger(run_dir / "logs", name="", version="csv",
+                                  flush_logs_every_n_steps=t.checkpoint_every_steps or 100),
                TensorBoardLogger(run_dir / "logs", name="", version="tensorboard", default_hp_metric=False)]
     return L.Trainer(
         default_root_dir=run_dir, max_epochs=t.epochs, accelerator=t.accelerator, devices=_devices(t.devices),
