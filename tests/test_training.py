@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import lightning as L
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -168,6 +169,8 @@ def test_resume_and_new_run_errors_are_one_line(data, tmp_path, capsys):
     assert "config" in capsys.readouterr().err
     assert train_cli(data, tmp_path / "r", "--model", "cvae", "--conditions", "Smiling,Nope") == 2
     assert "unknown attribute(s): Nope" in capsys.readouterr().err
+    assert train_cli(data, tmp_path / "e", "--ema", "1.5") == 2
+    assert "--ema is a decay in [0, 1)" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 @pytest.mark.slow
@@ -218,54 +221,61 @@ def test_compile_compiles_the_objective_and_keeps_checkpoint_keys():
 
 
 
+class ValidatedWeights(L.Callback):
+    """The weights each validation epoch actually runs with (after every other hook has set them up)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and not trainer.sanity_checking:
+            self.seen.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
 @pytest.fixture(scope="module")
 def ema_run(data, tmp_path_factory):
-    """One epoch with an EMA of the weights, then --resume to a second epoch."""
-    from facevae.training.run import resume
+    """One epoch with an EMA of the weights, then --resume to a second epoch (watching its validation)."""
+    from facevae.training.run import train
 
     run = tmp_path_factory.mktemp("ema") / "run"
     assert train_cli(data, run, "--model", "vae", "--ema", "0.9", "--epochs", "1", "--patience", "0") == 0
-    assert resume(run, epochs=2, progress=False)["epochs"][-1]["epoch"] == 1
-    return run
+    config = RunConfig.load(run / "config.yaml")
+    config.train.epochs = 2
+    watch = ValidatedWeights()
+    assert train(config, resume=True, callbacks=[watch])["epochs"][-1]["epoch"] == 1
+    return run, watch.seen
 
 
-def test_ema_is_what_gets_validated_checkpointed_exported_and_resumed(data, ema_run):
-    from facevae.data.datamodule import PackedDataModule
-
-    last = safe_load(ema_run / "checkpoints" / "last.ckpt")
-    raw = last["current_model_state"]
-    assert any(not torch.equal(v, raw[k]) for k, v in last["state_dict"].items() if v.is_floating_point())
+def test_ema_is_what_gets_validated_checkpointed_exported_and_resumed(ema_run):
+    run, validated = ema_run
+    last = safe_load(run / "checkpoints" / "last.ckpt")
+    averaged, raw = last["state_dict"], last["current_model_state"]
+    assert any(not torch.equal(v, raw[k]) for k, v in averaged.items() if v.is_floating_point())
     # One average over both sessions: the resumed run carried on the first one's average, not a fresh copy.
     assert int(last["averaging_state"]["n_averaged"]) == last["global_step"] == 14
+    # Validation ran with the average (the resumed session's one validation, after its last step).
+    assert len(validated) == 1 and all(torch.equal(v, averaged[k]) for k, v in validated[0].items())
+    best = safe_load(run / "checkpoints" / "best.ckpt")["state_dict"]
+    model = facevae.load(run)
+    assert all(torch.equal(v, best["model." + k]) for k, v in model.state_dict().items())
 
-    best = safe_load(ema_run / "checkpoints" / "best.ckpt")
-    model = facevae.load(ema_run)
-    assert all(torch.equal(v, best["state_dict"]["model." + k]) for k, v in model.state_dict().items())
-    # The logged validation ELBO is the averaged weights' ELBO, not the raw weights'.
-    dm = PackedDataModule(data, batch_size=32, image_size=32)
-    dm.setup("fit")
 
-    def val_elbo(state):
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-        total = count = 0.0
-        with torch.no_grad():
-            for batch in dm.val_dataloader():
-                x, c = dm.prepare_batch(batch, train=False)
-                total += float(model.loss(x, c, kl_weight=1.0)["elbo"]) * len(x)
-                count += len(x)
-        return total / count
+def test_ema_decay_warms_up_so_a_short_run_is_not_its_untrained_start():
+    from facevae.training.run import warmup_ema
 
-    logged = json.loads((ema_run / "metrics.json").read_text())["best_val_elbo"]
-    averaged, raw = val_elbo(best["state_dict"]), val_elbo(best["current_model_state"])
-    # float32 discretised-logistic sums differ by a few nats between processes; the raw weights by far more
-    assert averaged == pytest.approx(logged, rel=1e-3)
-    assert abs(raw - logged) > 10 * abs(averaged - logged)
+    update = warmup_ema(0.999)
+    for n, expected_decay in ((0, 0.1), (90, 0.91), (10_000, 0.999)):
+        averaged, counter = [torch.zeros(3)], [torch.tensor(5)]
+        update(averaged, [torch.ones(3)], torch.tensor(n))
+        assert torch.allclose(averaged[0], torch.full((3,), 1 - expected_decay))
+        update(counter, [torch.tensor(9)], torch.tensor(n))
+        assert int(counter[0]) == 9  # integer buffers follow the model
 
 
 def test_resumed_run_keeps_the_csv_log_of_the_sessions_before(ema_run):
     from facevae.reporting.html import read_curves
 
-    curves = read_curves(ema_run)
+    curves = read_curves(ema_run[0])
     # epoch 0 was logged by the first session, epoch 1 by the resumed one
     assert [x for x, _ in curves["val_elbo"]] == [0.0, 1.0]
     assert [x for x, _ in curves["train_loss_epoch"]] == [0.0, 1.0]

@@ -75,6 +75,8 @@ def run_config_from_args(args: argparse.Namespace):
 
     if args.data is None or args.run_dir is None:
         raise ValueError("--data and --run-dir are needed (or --resume RUN)")
+    if not 0.0 <= args.ema < 1.0:
+        raise ValueError(f"--ema is a decay in [0, 1), e.g. 0.999 (0: off); got {args.ema}")
     conditional = args.model == "cvae" or (args.model == "betavae" and args.conditional)
     names: list[str] = []
     if conditional:

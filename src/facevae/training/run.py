@@ -22,8 +22,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint,
-                                         TQDMProgressBar)
+from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar,
+                                         WeightAveraging)
 from lightning.pytorch.loggers import TensorBoardLogger
 from safetensors.torch import load_file, save_file
 
@@ -51,9 +51,29 @@ def make_datamodule(config: RunConfig) -> PackedDataModule:
                             flip=t.flip, on_device=t.on_device, image_size=config.model.image_size, seed=t.seed)
 
 
-class WeightsEMA(EMAWeightAveraging):
+def warmup_ema(decay: float):
+    """EMA update whose decay grows as (1 + n) / (10 + n) up to ``decay`` (n: updates so far), as in
+    TensorFlow's ExponentialMovingAverage with num_updates: a fixed 0.999 would leave a run of a few
+    hundred steps averaging mostly its untrained start."""
+
+    @torch.no_grad()
+    def update(averaged: list, current: list, n) -> None:
+        n = int(n)  # one host sync per step, not per tensor
+        d = min(decay, (1 + n) / (10 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # integer buffers (BatchNorm's batch counter): keep the current value
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
+class WeightsEMA(WeightAveraging):
     """Validation ELBO swings from step to step; the average is what gets validated, checkpointed as
     state_dict (the raw weights ride along as current_model_state, for --resume) and exported."""
+
+    def __init__(self, decay: float):
+        super().__init__(multi_avg_fn=warmup_ema(decay))
 
     def on_train_end(self, trainer, pl_module):
         # Lightning would copy the average into the live weights here, before the final last.ckpt is
