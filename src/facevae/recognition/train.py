@@ -14,7 +14,6 @@ A classifier run directory holds (the same conventions as VAE runs)::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -22,16 +21,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from safetensors.torch import load_file, save_file
 
-from facevae.data.packed import DatasetError, PackedDataset, write_json_atomic
+from facevae.data.packed import DatasetError, PackedDataset
 from facevae.recognition.augment import augment_spec
 from facevae.recognition.backbones import AttributeClassifier, check_backbone, check_input_size, default_input_size
 from facevae.recognition.config import THRESHOLD_RULES, ClassifierConfig
 from facevae.recognition.data import ClassifierDataModule, check_balance
 from facevae.recognition.module import ClassifierModule
 from facevae.training.callbacks import MetricsFile
-from facevae.training.checkpoints import safe_load
+from facevae.training.checkpoints import export_weights, read_exported, safe_load
 from facevae.training.run import claim_run_dir, lightning_trainer
 
 
@@ -120,30 +118,20 @@ def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
 
 def export(model: AttributeClassifier, run_dir: Path, attribute_names: list[str]) -> Path:
     """model.safetensors + model.json: everything :func:`load_classifier` needs, no pickle, no Lightning."""
-    run_dir = Path(run_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, run_dir / "model.safetensors")
     info = {"kind": "attribute_classifier", "backbone": model.backbone, "input_size": model.input_size,
             "pretrained_normalisation": model.pretrained, "attribute_names": list(attribute_names),
             "width": model.width}
-    write_json_atomic(run_dir / "model.json", info)
-    return run_dir / "model.safetensors"
+    return export_weights(model, run_dir, info)
 
 
 def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> AttributeClassifier:
     """A trained classifier from a run directory, in eval mode; ``.attribute_names`` lists its outputs."""
-    run_dir = Path(run_dir)
-    weights, info_path = run_dir / "model.safetensors", run_dir / "model.json"
-    if not weights.is_file() or not info_path.is_file():
-        raise DatasetError(f"{run_dir}: no finished classifier (model.safetensors); train it to the end or --resume it")
-    info = json.loads(info_path.read_text())
+    state, info = read_exported(run_dir, "classifier")
     if info.get("kind") != "attribute_classifier":
         raise DatasetError(f"{run_dir}: not an attribute-classifier run (a VAE run?)")
     model = AttributeClassifier(info["backbone"], len(info["attribute_names"]), input_size=info["input_size"],
                                 pretrained=info["pretrained_normalisation"], width=info.get("width") or 32, init=False)
-    model.load_state_dict(load_file(str(weights), device="cpu"))
+    model.load_state_dict(state)
     model.attribute_names = list(info["attribute_names"])
     return model.to(device).eval()
 

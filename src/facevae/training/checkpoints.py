@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from safetensors.torch import load_file, save_file
+
+from facevae.data.packed import DatasetError, write_json_atomic
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -42,3 +46,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return safe_load(path, map_location=map_location or "cpu")
+
+
+def export_weights(model: torch.nn.Module, run_dir: str | os.PathLike, info: dict) -> Path:
+    """model.safetensors (written atomically) + model.json (``info``): all that loading needs, no pickle."""
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / ".model.safetensors.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, run_dir / "model.safetensors")
+    write_json_atomic(run_dir / "model.json", info)
+    return run_dir / "model.safetensors"
+
+
+def read_exported(run_dir: str | os.PathLike, what: str = "model") -> tuple[dict, dict]:
+    """(CPU state dict, info) of :func:`export_weights`' files; a one-line error for an unfinished run."""
+    run_dir = Path(run_dir)
+    weights, info_path = run_dir / "model.safetensors", run_dir / "model.json"
+    if not weights.is_file() or not info_path.is_file():
+        raise DatasetError(f"{run_dir}: no finished {what} (model.safetensors); train it to the end or --resume it")
+    return load_file(str(weights), device="cpu"), json.loads(info_path.read_text())

@@ -14,7 +14,6 @@ A run directory holds::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -25,15 +24,14 @@ import torch
 from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar,
                                          WeightAveraging)
 from lightning.pytorch.loggers import TensorBoardLogger
-from safetensors.torch import load_file, save_file
 
 from facevae.data.datamodule import PackedDataModule
-from facevae.data.packed import DatasetError, write_json_atomic
+from facevae.data.packed import DatasetError
 from facevae.models import build_model
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
 from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile
-from facevae.training.checkpoints import AtomicCheckpointIO, safe_load
+from facevae.training.checkpoints import AtomicCheckpointIO, export_weights, read_exported, safe_load
 from facevae.training.config import RunConfig
 from facevae.training.logs import ResumableCSVLogger
 from facevae.training.module import VAEModule
@@ -209,24 +207,14 @@ def evaluate(model: VAEBase, datamodule: PackedDataModule, config: RunConfig) ->
 
 def export(model: VAEBase, run_dir: Path, attribute_names: list[str]) -> Path:
     """model.safetensors + model.json: everything ``load`` needs, no pickle, no Lightning."""
-    run_dir = Path(run_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, run_dir / "model.safetensors")
-    write_json_atomic(run_dir / "model.json", {"model": model.config.to_dict(), "attribute_names": attribute_names})
-    return run_dir / "model.safetensors"
+    return export_weights(model, run_dir, {"model": model.config.to_dict(), "attribute_names": attribute_names})
 
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> VAEBase:
     """A trained model from a run directory, ready to encode/decode/sample (eval mode)."""
-    run_dir = Path(run_dir)
-    weights, info_path = run_dir / "model.safetensors", run_dir / "model.json"
-    if not weights.is_file() or not info_path.is_file():
-        raise DatasetError(f"{run_dir}: no finished model (model.safetensors); train it to the end or --resume it")
-    info = json.loads(info_path.read_text())
+    state, info = read_exported(run_dir)
     model = build_model(ModelConfig.from_dict(info["model"]))
-    model.load_state_dict(load_file(str(weights), device="cpu"))
+    model.load_state_dict(state)
     model.attribute_names = info.get("attribute_names", [])
     return model.to(device).eval()
 
