@@ -19,7 +19,8 @@ MARGIN = 0.04  # the best dimension's score must beat the second-best dimension'
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return run_demo(out, replace(DEMO, max_time=None), log=lambda _: None, progress=False)
+    # fewer metric points than the demo's 1,000: the scores are checked for presence and range, not value
+    return run_demo(out, replace(DEMO, max_time=None, metric_n=300), log=lambda _: None, progress=False)
 
 
 def test_demo_dims_recover_four_unconditioned_factors_with_a_margin(demo):
