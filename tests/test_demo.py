@@ -50,6 +50,8 @@ def test_demo_writes_every_stage_and_ends_with_the_report(demo):
     assert {"beta_vae_eval", "factor_vae_eval", "mig", "dci_disentanglement"} <= set(scores)
     assert all(v is None or 0.0 <= v <= 1.0 for v in scores.values())
     assert 'id="disentanglement"' in html and 'id="probe"' in html and "mutual information gap" in html
+    section = html[html.index('id="disentanglement"'):html.index('id="probe"')]
+    assert "data:image/png;base64," in section  # the scores as a bar chart, not only a table
 
 
 def test_demo_rejects_bad_settings_in_one_line(tmp_path, capsys):

@@ -509,6 +509,33 @@ DISENTANGLEMENT_TEXT = {
 }
 
 
+def scores_figure(scores: dict[str, float | None]) -> bytes | None:
+    """Horizontal bars of the disentanglement scores (all on [0, 1]), one colour per metric family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    items = [(name, value) for name, value in scores.items() if value is not None]
+    if not items:
+        return None
+    family = [next((k for k in DISENTANGLEMENT_TEXT if name.startswith(k)), name) for name, _ in items]
+    order, colours = list(dict.fromkeys(family)), matplotlib.colormaps["tab10"]
+    fig = Figure(figsize=(6.4, 0.32 * len(items) + 1.0), dpi=100, facecolor="white")
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (name, value) in enumerate(items):
+        ax.barh(i, value, color=colours(order.index(family[i]) % 10))
+        ax.text(min(value + 0.01, 0.9), i, f"{value:.3f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(items)), [n for n, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score (1 = disentangled / informative)", fontsize=9)
+    ax.set_title("disentanglement metrics of this run", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def disentanglement_section(ctx: ReportContext) -> Section | None:
     # Read, never computed here: the standard sample sizes take minutes (`facevae metrics RUN` writes them).
     result = (ctx.metrics or {}).get("disentanglement")
@@ -522,6 +549,9 @@ def disentanglement_section(ctx: ReportContext) -> Section | None:
                else "the binary attributes as weak labels")
     body = note(f"Scored against {against}; {settings.get('n', '?')} training and {settings.get('n_eval', '?')} "
                 "evaluation points (disentanglement_lib's definitions; its defaults are 10,000 and 5,000).")
+    png = scores_figure(result["scores"])
+    if png is not None:
+        body += img_tag(png, "disentanglement scores")
     body += html_table(["metric", "score", "definition"], rows)
     headline = result["scores"].get("mig")
     return Section("disentanglement", "Disentanglement metrics", body,
