@@ -117,14 +117,8 @@ def disentanglement(importance: np.ndarray) -> float:
 
 def completeness_per_factor(importance: np.ndarray) -> np.ndarray:
     """``1 - H_D`` of each factor's importance distribution over code dimensions."""
-    if importance.shape[0] < 2:
-        return np.ones(importance.shape[1])
-    return 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
+    return disentanglement_per_code(importance.T)  # the same entropy, with the roles of codes and factors swapped
 
 
 def completeness(importance: np.ndarray) -> float:
-    per_factor = completeness_per_factor(importance)
-    if importance.sum() == 0.0:
-        importance = np.ones_like(importance)
-    weights = importance.sum(axis=0) / importance.sum()
-    return float(np.sum(per_factor * weights))
+    return disentanglement(importance.T)
