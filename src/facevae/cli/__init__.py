@@ -37,6 +37,18 @@ def add_command(subparsers, name: str, func, help: str, example: str, descriptio
     return parser
 
 
+def add_scale_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The Lightning Trainer's scale flags, shared by every training command; returns the group."""
+    s = parser.add_argument_group("scale")
+    s.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
+    s.add_argument("--devices", default="auto", help="count or list, e.g. 2 or 0,1")
+    s.add_argument("--num-nodes", type=int, default=1)
+    s.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ...")
+    s.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return s
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facevae",

@@ -25,7 +25,7 @@ def _batches(text: str):
 
 
 def register(subparsers) -> None:
-    from facevae.cli import HelpFormatter, add_command
+    from facevae.cli import HelpFormatter, add_command, add_scale_arguments
 
     group = subparsers.add_parser(
         "classify",
@@ -86,13 +86,7 @@ def register(subparsers) -> None:
     t.add_argument("--threshold-by", choices=["accuracy", "balanced_accuracy", "fixed"], default="accuracy",
                    help="how the final evaluation picks each attribute's threshold on the validation split")
     t.add_argument("--no-eval", action="store_true", help="skip the test evaluation at the end")
-    s = p.add_argument_group("scale")
-    s.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
-    s.add_argument("--devices", default="auto", help="count or list, e.g. 2 or 0,1")
-    s.add_argument("--num-nodes", type=int, default=1)
-    s.add_argument("--strategy", default="auto", help="auto, ddp, ...")
-    s.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_scale_arguments(p)
 
     p = add_command(
         sub, "eval", cmd_eval, "per-attribute accuracy, balanced accuracy, F1, ROC AUC of a classifier run",

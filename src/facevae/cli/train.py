@@ -23,6 +23,8 @@ def register(subparsers) -> None:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The flags that make a RunConfig (see run_config_from_args); `facevae sweep` shares them."""
+    from facevae.cli import add_scale_arguments
+
     p.add_argument("--data", type=Path, help="packed dataset folder")
     p.add_argument("--split", default="official", help="stored split to train on")
     m = p.add_argument_group("model")
@@ -57,15 +59,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--max-time", default=None, help="wall-clock budget DD:HH:MM:SS")
     t.add_argument("--eval-k", type=int, default=100, help="importance samples for test log p(x)")
     t.add_argument("--eval-batches", type=int, default=0, help="test batches for the IWAE estimate (0: all)")
-    s = p.add_argument_group("scale")
-    s.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
-    s.add_argument("--devices", default="auto", help="count or list, e.g. 2 or 0,1")
-    s.add_argument("--num-nodes", type=int, default=1)
-    s.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ...")
-    s.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+    s = add_scale_arguments(p)
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--channels-last", action="store_true")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_config_from_args(args: argparse.Namespace):
