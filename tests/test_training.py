@@ -279,3 +279,95 @@ def test_resumed_run_keeps_the_csv_log_of_the_sessions_before(ema_run):
     # epoch 0 was logged by the first session, epoch 1 by the resumed one
     assert [x for x, _ in curves["val_elbo"]] == [0.0, 1.0]
     assert [x for x, _ in curves["train_loss_epoch"]] == [0.0, 1.0]
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class CrashAt(L.Callback):
+    """Stands in for a kill: the run dies after optimiser step ``step`` (checkpoints run after this hook)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise SimulatedCrash(f"killed after step {self.step}")
+
+
+class BatchLog(L.Callback):
+    """(global step, fingerprint of every image) of each training batch, as the step sees it."""
+
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        x = batch[0].flatten(1).double()
+        fingerprint = x @ torch.arange(1, x.shape[1] + 1, dtype=torch.float64)
+        self.batches.append((trainer.global_step, [round(v, 2) for v in fingerprint.tolist()]))
+
+
+def _tiny_config(data, run_dir, **train):
+    from facevae.models.config import ModelConfig
+    from facevae.training.config import TrainConfig
+
+    model = ModelConfig(model="vae", latent_dim=8, width=1, image_size=32)
+    settings = dict(data=str(data), run_dir=str(run_dir), epochs=2, batch_size=32, eval_k=2, eval_batches=1,
+                    progress=False, patience=0, checkpoint_every_steps=2, flip=True)
+    return RunConfig(model, TrainConfig(**{**settings, **train}))
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["loader", "on-device"])
+def test_mid_epoch_resume_trains_the_batches_an_uninterrupted_run_trains(data, tmp_path, on_device):
+    from facevae.training.run import train
+
+    whole = BatchLog()
+    train(_tiny_config(data, tmp_path / "whole", on_device=on_device), callbacks=[whole])
+    steps_per_epoch = len({s for s, _ in whole.batches}) // 2
+    crash_step = steps_per_epoch + 3  # in the second epoch, one step after the checkpoint at +2
+
+    first, second = BatchLog(), BatchLog()
+    killed = _tiny_config(data, tmp_path / "killed", on_device=on_device)
+    with pytest.raises(SimulatedCrash):
+        train(killed, callbacks=[first, CrashAt(crash_step)])
+    saved = safe_load(tmp_path / "killed" / "checkpoints" / "last.ckpt")["global_step"]
+    assert steps_per_epoch < saved < crash_step  # a checkpoint from the middle of the second epoch
+    train(RunConfig.load(tmp_path / "killed" / "config.yaml"), resume=True, callbacks=[second])
+
+    assert second.batches[0][0] == saved  # it goes on at the first step the checkpoint had not done
+    assert second.batches == whole.batches[saved:]  # the same images, in the same order
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # and so the same weights
+
+
+def test_resume_writes_into_the_run_given_not_the_one_its_config_names(data, tmp_path, monkeypatch):
+    import shutil
+
+    original = tmp_path / "original"
+    assert train_cli(data, original, "--model", "vae", "--epochs", "1") == 0
+    before = {p.name: p.read_bytes() for p in [original / "model.safetensors", original / "config.yaml",
+                                               original / "metrics.json", original / "checkpoints" / "last.ckpt"]}
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(original, copy)
+    config = (copy / "config.yaml").read_text().replace("epochs: 1", "epochs: 2")
+    (copy / "config.yaml").write_text(config)
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a relative RUN, from another folder
+    assert main(["train", "--resume", "copy", "--no-progress"]) == 0
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert RunConfig.load(copy / "config.yaml").train.run_dir == "copy"
+    for path in [original / "model.safetensors", original / "config.yaml", original / "metrics.json",
+                 original / "checkpoints" / "last.ckpt"]:
+        assert path.read_bytes() == before[path.name], f"{path} was rewritten"
+
+
+def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {}\ntrain: {}\n")  # what a start killed before its first step leaves
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert "start it again" in capsys.readouterr().err
+    assert train_cli(data, run, "--model", "vae", "--epochs", "1") == 0
+    assert train_cli(data, run, "--model", "vae", "--epochs", "1") == 2  # a finished run is not overwritten
+    assert "already holds a run" in capsys.readouterr().err

@@ -32,7 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from facevae.data.attributes import PARTITION_NAMES, check_attribute_names
 from facevae.data.packed import DatasetError, PackedDataset
@@ -121,55 +121,134 @@ def collate_batch(data):
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The training order of ``epoch``: a permutation of ``n`` fixed by ``(seed, epoch)``."""
-    mixed = int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(mixed))
+    return torch.randperm(n, generator=epoch_generator(seed, epoch))
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A new permutation each epoch, fixed by ``(seed, epoch)``: the same order on every run.
+def epoch_generator(seed: int, epoch: int, salt: int | None = None) -> torch.Generator:
+    """A torch generator fixed by ``(seed, epoch[, salt])``, independent of the global RNG."""
+    entropy = [int(seed), int(epoch)] + ([] if salt is None else [int(salt)])
+    mixed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(mixed)
 
-    Lightning calls ``set_epoch`` before each epoch, so a resumed run sees the order it would have
-    seen; without a trainer, each ``iter`` moves to the next epoch.
+
+class EpochSampler(Sampler[int]):
+    """An order per epoch fixed by ``(seed, epoch)``, this rank's share of it, and a resumable start.
+
+    Subclasses give :meth:`order`. With several processes (DDP) the order is padded by its own
+    start to a multiple of ``world_size`` and each rank takes every ``world_size``-th item, as
+    ``DistributedSampler`` does. ``skip`` items of the next epoch are left out once: what a run
+    killed mid-epoch had already trained on (see :class:`ResumableDataLoader`).
+    Lightning calls ``set_epoch`` before each epoch; without a trainer, each ``iter`` moves on.
     """
 
-    def __init__(self, n: int, seed: int = 0):
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.skip = 0
+
+    def order(self, epoch: int) -> torch.Tensor:
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self.skip = 0  # a resume position belongs to the epoch it was saved in
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.world_size)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's positions for the current epoch, past ``skip``; then moves to the next epoch."""
+        order = self.order(self.epoch)
+        if self.world_size > 1:
+            total = len(self) * self.world_size
+            order = torch.cat([order, order[: total - self.n]])[self.rank :: self.world_size]
+        order, self.skip = order[self.skip :], 0
+        self.epoch += 1
+        return order
 
     def __iter__(self) -> Iterator[int]:
-        order = epoch_permutation(self.n, self.seed, self.epoch)
-        self.epoch += 1
-        return iter(order.tolist())
+        return iter(self.indices().tolist())
 
 
-class OnDeviceLoader:
+class EpochShuffleSampler(EpochSampler):
+    """A new permutation each epoch, fixed by ``(seed, epoch)``: the same order on every run."""
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return epoch_permutation(self.n, self.seed, epoch)
+
+
+class ShardSampler(Sampler[int]):
+    """Positions ``rank, rank + world_size, ...`` in order: one process's share of an evaluation part."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.n, self.rank, self.world_size = int(n), int(rank), int(world_size)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+
+class ResumableIteration:
+    """Counts the batches an iteration has handed out, so Lightning can store where an epoch stands.
+
+    Lightning saves ``state_dict()`` of a training loader in every checkpoint and, on resume, calls
+    ``load_state_dict`` before the interrupted epoch continues: the sampler then leaves out the
+    batches already trained on, and the epoch goes on at the batch after the last checkpointed one.
+    Needs ``self.sampler`` (an :class:`EpochSampler`) and ``self.batch_size``.
+    """
+
+    _epoch = 0
+    _served = 0
+
+    def _counted(self, batches: Iterator) -> Iterator:
+        self._epoch, self._served = self.sampler.epoch, 0
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": int(self._epoch), "batches": int(self._served)}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):  # saved at the end of an epoch: the next one starts afresh
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = batches * self.batch_size
+
+
+class ResumableDataLoader(ResumableIteration, DataLoader):
+    """A DataLoader over an :class:`EpochSampler` that a mid-epoch resume continues where it stopped."""
+
+    def __iter__(self):
+        # A generator: its body (and so the sampler's order) runs at the first batch, after set_epoch.
+        yield from self._counted(super().__iter__())
+
+
+class OnDeviceLoader(ResumableIteration):
     """Batches sliced from one uint8 tensor held on the training device.
 
     An iterable with ``__len__`` that Lightning consumes like a DataLoader. The tensors move to
-    ``device_fn()`` (the model's device, when a Trainer is attached) on first iteration. The
-    order is :func:`epoch_permutation`, the same as the DataLoader path's; ``sampler`` is exposed
-    so Lightning's ``set_epoch`` reaches it. With several processes (DDP) each rank takes every
-    ``world_size``-th item of the permutation, all ranks getting the same number of batches.
+    ``device_fn()`` (the model's device, when a Trainer is attached) on first iteration. With a
+    ``sampler`` (training) the order and the share of each rank are the sampler's, the same as the
+    DataLoader path's, and the loader resumes mid-epoch like :class:`ResumableDataLoader`; without
+    one, batches are in row order.
     """
 
-    def __init__(self, images: torch.Tensor, attributes: torch.Tensor, batch_size: int, *, shuffle: bool,
-                 seed: int = 0, drop_last: bool = False, device_fn=None, rank_fn=None):
+    def __init__(self, images: torch.Tensor, attributes: torch.Tensor, batch_size: int, *,
+                 sampler: EpochSampler | None = None, drop_last: bool = False, device_fn=None):
         self.images, self.attributes = images, attributes
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
-        self.sampler = EpochShuffleSampler(len(images), seed) if shuffle else None
+        self.sampler = sampler
         self.batch_sampler = None  # Lightning inspects both, as on a DataLoader
         self.device_fn = device_fn or (lambda: images.device)
-        self.rank_fn = rank_fn or (lambda: (0, 1))
 
     def _items(self) -> int:
-        _, world = self.rank_fn()
-        return len(self.images) // world if world > 1 else len(self.images)
+        return len(self.images) if self.sampler is None else len(self.sampler)
 
     def __len__(self) -> int:
         n = self._items()
@@ -182,22 +261,20 @@ class OnDeviceLoader:
             self.attributes = self.attributes.to(device)
         return device
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self._to_device()
-        n = len(self.images)
-        if self.sampler is not None:
-            order = epoch_permutation(n, self.sampler.seed, self.sampler.epoch)
-            self.sampler.epoch += 1
-        else:
-            order = torch.arange(n)
-        rank, world = self.rank_fn()
-        if world > 1:
-            order = order[: (n // world) * world][rank::world]
+        order = torch.arange(len(self.images)) if self.sampler is None else self.sampler.indices()
         order = order.to(device)
         stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         for lo in range(0, stop, self.batch_size):
             idx = order[lo : lo + self.batch_size]
             yield self.images[idx], self.attributes[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.sampler is None:
+            yield from self._batches()
+        else:
+            yield from self._counted(self._batches())
 
 
 def _load_part_tensor(dataset: PackedImageDataset, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,7 +334,7 @@ class PackedDataModule(L.LightningDataModule):
         self.image_size = image_size
         self._datasets: dict[str, PackedImageDataset] = {}
         self._device_loaders: dict[str, OnDeviceLoader] = {}
-        self._train_sampler: EpochShuffleSampler | None = None
+        self._train_sampler: EpochSampler | None = None
 
     # --- what the model needs to know -----------------------------------------------------------
     @property
@@ -338,26 +415,33 @@ class PackedDataModule(L.LightningDataModule):
     def predict_dataloader(self):
         return self._loader("test", shuffle=False)
 
+    def make_train_sampler(self, n: int) -> EpochSampler:
+        """The training order (a subclass may draw another, e.g. a class-balanced one)."""
+        return EpochShuffleSampler(n, self.seed, *self._rank())
+
     def _loader(self, part: str, shuffle: bool):
         ds = self.dataset(part)
+        sampler = None
+        if shuffle:  # one sampler for the module's life, so a new loader continues the epoch count
+            if self._train_sampler is None or self._train_sampler.n != len(ds):
+                self._train_sampler = self.make_train_sampler(len(ds))
+            sampler = self._train_sampler
         if self.on_device:
             if part not in self._device_loaders:
                 images, attributes = _load_part_tensor(ds)
-                self._device_loaders[part] = OnDeviceLoader(
-                    images, attributes, self.batch_size, shuffle=shuffle, seed=self.seed,
-                    device_fn=self._device, rank_fn=self._rank if shuffle else None,
-                )
+                self._device_loaders[part] = OnDeviceLoader(images, attributes, self.batch_size, sampler=sampler,
+                                                            device_fn=self._device)
             return self._device_loaders[part]
-        if shuffle:  # one sampler for the module's life, so a new loader continues the epoch count
-            if self._train_sampler is None or self._train_sampler.n != len(ds):
-                self._train_sampler = EpochShuffleSampler(len(ds), self.seed)
-            sampler = self._train_sampler
-        else:
-            sampler = SequentialSampler(ds)
-        return DataLoader(
-            ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=collate_batch, pin_memory=self.pin_memory,
+        # Lightning's own sampler replacement is off (see training.run.lightning_trainer): the samplers
+        # shard by rank themselves, and the training one can then resume mid-epoch.
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(
+            ds, batch_size=self.batch_size, sampler=sampler or ShardSampler(len(ds), *self._rank()),
+            num_workers=self.num_workers, collate_fn=collate_batch, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0, drop_last=False,
+            # its own generator: the workers' base seed is then not drawn from the global RNG, which
+            # a resumed run restores from its checkpoint and must find as it was left
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _device(self) -> torch.device:

@@ -13,13 +13,9 @@ Two remedies for rare attributes (CelebA's Bald is 2 % positive):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
-
-from facevae.data.datamodule import PackedDataModule, collate_batch
+from facevae.data.datamodule import EpochSampler, PackedDataModule, epoch_generator
 from facevae.recognition.config import BALANCING
 
 POS_WEIGHT_LIMIT = 100.0
@@ -51,33 +47,24 @@ def balanced_sample_weights(attributes: np.ndarray) -> np.ndarray:
     return (1.0 / (2.0 * p_value)).mean(1)
 
 
-class BalancedSampler(Sampler[int]):
+class BalancedSampler(EpochSampler):
     """``n`` draws with replacement, weighted; a new draw each epoch fixed by ``(seed, epoch)``."""
 
-    def __init__(self, weights: np.ndarray, seed: int = 0):
+    def __init__(self, weights: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.weights = torch.as_tensor(np.asarray(weights, np.float64))
-        self.n, self.seed, self.epoch = len(self.weights), int(seed), 0
+        super().__init__(len(self.weights), seed, rank, world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        mixed = int(np.random.SeedSequence([self.seed, self.epoch, 7]).generate_state(1, np.uint64)[0] >> 1)
-        generator = torch.Generator().manual_seed(mixed)
-        self.epoch += 1
-        return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=generator).tolist())
+    def order(self, epoch: int) -> torch.Tensor:
+        generator = epoch_generator(self.seed, epoch, salt=7)
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
 
 
 class ClassifierDataModule(PackedDataModule):
-    """PackedDataModule whose training loader can use :class:`BalancedSampler` (``balance="sampler"``)."""
+    """PackedDataModule whose training order can be :class:`BalancedSampler` (``balance="sampler"``)."""
 
     def __init__(self, *args, balance: str = "none", **kwargs):
         super().__init__(*args, **kwargs)
         self.balance = check_balance(balance)
-        self._balanced_sampler: BalancedSampler | None = None
 
     def train_attributes(self) -> np.ndarray:
         return self.part_attributes("train")
@@ -85,12 +72,7 @@ class ClassifierDataModule(PackedDataModule):
     def pos_weight(self) -> np.ndarray:
         return positive_weights(self.train_attributes())
 
-    def train_dataloader(self):
+    def make_train_sampler(self, n: int) -> EpochSampler:
         if self.balance != "sampler":
-            return super().train_dataloader()
-        ds = self.dataset("train")
-        if self._balanced_sampler is None:
-            self._balanced_sampler = BalancedSampler(balanced_sample_weights(ds.attributes), self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=self._balanced_sampler,
-                          num_workers=self.num_workers, collate_fn=collate_batch, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+            return super().make_train_sampler(n)
+        return BalancedSampler(balanced_sample_weights(self.dataset("train").attributes), self.seed, *self._rank())

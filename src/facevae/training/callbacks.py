@@ -95,3 +95,22 @@ class BatchRecorder(L.Callback):
         write_json_atomic(self.out_dir / f"rank{trainer.global_rank}.json",
                           {"rank": trainer.global_rank, "world_size": trainer.world_size,
                            "images": self.seen, "weights_checksum": checksum})
+
+
+class RandomState(L.Callback):
+    """Keeps torch's random state (CPU and CUDA) in every checkpoint and restores it on resume.
+
+    The reparameterisation noise and the flips draw from it: without it a resumed run would draw
+    other noise than the run it continues, and end with other weights.
+    """
+
+    def state_dict(self) -> dict:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -30,7 +30,7 @@ from facevae.data.packed import DatasetError
 from facevae.models import build_model
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
-from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile
+from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile, RandomState
 from facevae.training.checkpoints import AtomicCheckpointIO, export_weights, read_exported, safe_load
 from facevae.training.config import RunConfig
 from facevae.training.logs import ResumableCSVLogger
@@ -89,7 +89,7 @@ def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), *
                            save_top_k=1, save_last=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
                            every_n_train_steps=t.checkpoint_every_steps or None, enable_version_counter=False)
-    callbacks = [best, last, *callbacks, LearningRateMonitor("epoch")]
+    callbacks = [best, last, *callbacks, LearningRateMonitor("epoch"), RandomState()]
     if getattr(t, "ema", 0.0):
         callbacks.append(WeightsEMA(decay=t.ema))
     if t.patience > 0:
@@ -109,7 +109,9 @@ def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), *
         plugins=[AtomicCheckpointIO()], gradient_clip_val=t.gradient_clip or None,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches, max_time=t.max_time,
         enable_progress_bar=t.progress, enable_model_summary=t.progress, deterministic="warn" if t.seed is not None else False,
-        log_every_n_steps=10, **overrides,
+        log_every_n_steps=10,
+        # the datamodule's samplers shard by rank themselves, so that the training one can resume mid-epoch
+        use_distributed_sampler=False, **overrides,
     )
 
 
@@ -120,9 +122,11 @@ def claim_run_dir(run_dir: Path, resume: bool) -> tuple[Path, bool]:
     launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
     if resume:
         if not last_ckpt.is_file():
-            raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-    elif (run_dir / "config.yaml").exists() and not launched_copy:
+            raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt); it never reached its "
+                               f"first checkpoint: start it again with `facevae train ... --run-dir {run_dir}`")
+    elif (last_ckpt.is_file() or (run_dir / "model.safetensors").is_file()) and not launched_copy:
         raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
+    # A folder with a config but no checkpoint is a start that failed before its first step: start again.
     return last_ckpt, launched_copy
 
 
@@ -134,6 +138,7 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
     t = config.train
     run_dir = Path(t.run_dir)
     last_ckpt, launched_copy = claim_run_dir(run_dir, resume)
+    t.data = str(Path(t.data).resolve())  # the run can then be opened, resumed or moved from any folder
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
@@ -220,7 +225,13 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> VAEB
 
 
 def resume(run_dir: str | os.PathLike, **overrides) -> dict:
+    """Continue the run at ``run_dir`` from its last checkpoint, wherever that folder is now.
+
+    The run is the folder given, not the ``run_dir`` its config.yaml recorded: a copied or moved
+    run resumes (and writes) where it is, and never touches the folder it was copied from.
+    """
     config = RunConfig.load(Path(run_dir) / "config.yaml")
+    config.train.run_dir = str(run_dir)
     for key, value in overrides.items():
         setattr(config.train, key, value)
     return train(config, resume=True)
