@@ -32,10 +32,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import interleaved, machine_line  # bench/train.py, beside this file
-
 from facevae.recognition.augment import BatchAugment, augment_spec, per_item_v2
 from facevae.recognition.backbones import BACKBONES, AttributeClassifier, count_parameters, default_input_size
+from train import interleaved, machine_line  # bench/train.py, beside this file
 
 NUM_ATTRIBUTES = 17  # the synthetic faces' attributes
 STORED_SIZE = 64

@@ -77,8 +77,8 @@ def test_reconstruct_writes_sheet_and_per_image_errors(cvae, capsys):
 
 
 def test_reconstruct_errors_match_the_model(cvae):
-    from facevae.analysis.run import open_run
     from facevae.analysis.reconstruct import reconstruct
+    from facevae.training.rundir import open_run
 
     run = open_run(cvae)
     result = reconstruct(run, n=3)
@@ -108,8 +108,8 @@ def test_sample_conditional_with_settings(cvae, capsys):
 
 
 def test_sample_condition_changes_images_for_the_same_z(cvae):
-    from facevae.analysis.run import open_run
     from facevae.analysis.sample import sample_images
+    from facevae.training.rundir import open_run
 
     run = open_run(cvae)
     off = sample_images(run, 6, {"Smiling": 0}, temperature=1.0, seed=3)
@@ -150,8 +150,8 @@ def test_traverse_one_sheet_per_requested_dim(vae, capsys):
 
 
 def test_traverse_all_means_active_dims(cvae):
-    from facevae.analysis.run import open_run
     from facevae.analysis.traverse import traverse
+    from facevae.training.rundir import open_run
 
     result = traverse(open_run(cvae), "all", faces=2, steps=3)
     table = result["overview"]["dims"]
@@ -162,8 +162,8 @@ def test_traverse_all_means_active_dims(cvae):
 
 
 def test_traverse_labels_come_from_dims_json(fresh_cvae):
-    from facevae.analysis.run import open_run
     from facevae.analysis.traverse import traverse
+    from facevae.training.rundir import open_run
 
     entries = [{"dim": d, "kl": float(8 - d), "active": d < 6, "name": None, "score": None} for d in range(8)]
     entries[2].update(name="rotation", score=0.71, runner_up={"name": "face_width", "score": 0.12})
@@ -195,7 +195,7 @@ def test_parse_dims():
 
 # --- edit ----------------------------------------------------------------------------------------------------
 def test_edit_through_condition_keeps_z(cvae, capsys):
-    from facevae.analysis.run import open_run
+    from facevae.training.rundir import open_run
 
     run = open_run(cvae)
     index = position_with(run, "Smiling", 0)
@@ -216,7 +216,7 @@ def test_edit_through_condition_keeps_z(cvae, capsys):
 
 def test_edit_unconditional_moves_along_a_latent_direction(vae, capsys):
     from facevae.analysis.edit import Directions
-    from facevae.analysis.run import open_run
+    from facevae.training.rundir import open_run
 
     run = open_run(vae)
     index = position_with(run, "Smiling", 0)
@@ -256,7 +256,7 @@ def test_latent_edit_sets_every_projection():
 
 def test_edit_image_file_is_prepared_like_the_dataset(cvae, tmp_path, capsys):
     from facevae.analysis.edit import load_image
-    from facevae.analysis.run import open_run
+    from facevae.training.rundir import open_run
 
     run = open_run(cvae)
     x, _, rows = run.test_batch(1)

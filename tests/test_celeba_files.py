@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
+from conftest import write_celeba_files
 from facevae.cli import main
 from facevae.data.attributes import CELEBA_ATTRIBUTES
 from facevae.data.celeba_files import AnnotationError, find_layout, parse_attr_csv, parse_attr_txt, read_annotations
-
-from conftest import write_celeba_files
 
 NAMES = " ".join(CELEBA_ATTRIBUTES)
 
@@ -97,7 +96,7 @@ def test_finds_every_layout(tmp_path, kind):
 
 
 def test_missing_files_give_clear_errors(tmp_path):
-    from facevae.data.packed import DatasetError
+    from facevae.common.errors import DatasetError
 
     with pytest.raises(DatasetError, match="no such file"):
         find_layout(tmp_path / "nope")

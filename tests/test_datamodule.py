@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from facevae.common.errors import DatasetError
 from facevae.data.datamodule import EpochShuffleSampler, PackedDataModule, PackedImageDataset, collate_batch
-from facevae.data.packed import DatasetError, PackedDataset, write_packed
+from facevae.data.packed import PackedDataset, write_packed
 
 N, SIZE, A = 600, 16, 10
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from facevae.cli import main
-from facevae.cli.demo import DEMO, run_demo
+from facevae.demo import DEMO, run_demo
 
 MARGIN = 0.04  # the best dimension's score must beat the second-best dimension's by this much
 

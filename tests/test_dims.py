@@ -23,7 +23,7 @@ from facevae.analysis.dims import (
     nmi_scores,
     score_matrix,
 )
-from facevae.analysis.run import open_run
+from facevae.training.rundir import open_run
 
 
 # --- known answers ------------------------------------------------------------------------------------

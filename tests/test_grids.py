@@ -7,9 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facevae.data.attributes import CELEBA_ATTRIBUTES
-from facevae.data.packed import write_packed
-from facevae.reporting.grids import (
+from facevae.common.grids import (
     NBSP,
     abbreviate_attribute,
     abbreviate_factor,
@@ -18,9 +16,11 @@ from facevae.reporting.grids import (
     image_grid,
     save_comparison_grid,
     save_labelled_grid,
-    show_dataset,
     to_uint8_images,
 )
+from facevae.data.attributes import CELEBA_ATTRIBUTES
+from facevae.data.packed import write_packed
+from facevae.data.show import show_dataset
 
 RED, GREEN = (230, 20, 20), (20, 200, 40)
 
@@ -127,15 +127,15 @@ def test_show_dataset_uses_factors_when_present(tmp_path, monkeypatch):
                       factors=np.stack([np.arange(n) % 4, np.arange(n) % 2], 1),
                       factor_names=["hair_colour", "smile"], factor_sizes=[4, 2])
     seen = {}
-    import facevae.reporting.grids as grids
+    import facevae.data.show as show
 
-    real = grids.save_labelled_grid
+    real = show.save_labelled_grid
 
     def spy(images, path, ncol=8, labels=None, title=None, scale=None):
         seen.update(labels=labels, title=title, shape=images.shape)
         return real(images, path, ncol=ncol, labels=labels, title=title, scale=scale)
 
-    monkeypatch.setattr(grids, "save_labelled_grid", spy)
+    monkeypatch.setattr(show, "save_labelled_grid", spy)
     show_dataset(ds, tmp_path / "syn.png", n=8)
     assert seen["shape"] == (8, 32, 32, 3)
     assert all(lbl.replace(NBSP, " ").startswith("hair col ") and ", smile " in lbl.replace(NBSP, " ")

@@ -27,9 +27,9 @@ from facevae.metrics import (
     mig,
     sample_codes,
     sap,
+    utils,
     weak_label_metrics,
 )
-from facevae.metrics import utils
 from facevae.metrics.modularity import modularity
 
 SIZES = [5, 5, 4, 3]

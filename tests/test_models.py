@@ -10,8 +10,17 @@ import torch
 from torch.distributions import kl_divergence
 
 from facevae.data.attributes import CELEBA_ATTRIBUTES
-from facevae.models import (MODELS, REPORT_CONDITION_NAMES, CVAE, VAE, AttributeCondition, BetaVAE, ModelConfig,
-                            VAEBase, build_model)
+from facevae.models import (
+    CVAE,
+    MODELS,
+    REPORT_CONDITION_NAMES,
+    VAE,
+    AttributeCondition,
+    BetaVAE,
+    ModelConfig,
+    VAEBase,
+    build_model,
+)
 
 NAMES = ["Male", "Smiling", "Eyeglasses"]
 

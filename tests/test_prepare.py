@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from facevae.data import prepare as prepare_module
-from facevae.data.packed import DatasetError, PackedDataset
-from facevae.data.prepare import PrepareOptions, decode_face, prepare_celeba
-
 from conftest import celeba_image, write_celeba_files
+from facevae.common.errors import DatasetError
+from facevae.data import prepare as prepare_module
+from facevae.data.packed import PackedDataset
+from facevae.data.prepare import PrepareOptions, decode_face, prepare_celeba
 
 
 def reference_face(i, size=64):

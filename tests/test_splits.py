@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from facevae.common.errors import DatasetError
 from facevae.data.attributes import CELEBA_ATTRIBUTE_RATES, CELEBA_ATTRIBUTES
-from facevae.data.packed import DatasetError, PackedDataset, write_packed
+from facevae.data.packed import PackedDataset, write_packed
 from facevae.data.splits import (
     check_ratios,
     distribution_check,

@@ -53,7 +53,7 @@ from typing import Sequence
 
 import numpy as np
 
-from facevae.data.packed import write_json_atomic
+from facevae.common.files import write_json_atomic
 
 BINS = 20
 VARIANCE_THRESHOLD = 0.01  # Burda et al. 2016
@@ -266,7 +266,7 @@ def dimension_table(mu: np.ndarray, logvar: np.ndarray, targets: np.ndarray, nam
 
 def evaluate_dims(run, *, targets: str = "auto", bins: int = BINS, batch_size: int = 256,
                   out_dir: str | os.PathLike | None = None, figure: bool = True) -> dict:
-    """Evaluate the dimensions of an opened run (``facevae.analysis.run.open_run``) on its test split.
+    """Evaluate the dimensions of an opened run (``facevae.training.rundir.open_run``) on its test split.
 
     ``targets``: "factors", "attributes" or "auto" (factors when the data has them). Writes
     ``dims.json``, ``dims.csv`` and (with ``figure``) ``dims.png`` into ``out_dir`` (default
@@ -300,7 +300,7 @@ def evaluate_dims(run, *, targets: str = "auto", bins: int = BINS, batch_size: i
     elif targets == "attributes" and run.conditional:
         for row in result["attributes"]:
             row["conditioned"] = row["name"] in run.condition_names
-    out = Path(out_dir) if out_dir is not None else run.figures
+    out = Path(out_dir) if out_dir is not None else run.analysis_dir
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "dims.json"), "csv": str(out / "dims.csv")}
     write_csv(result, out / "dims.csv")
@@ -349,7 +349,7 @@ def plot_dims(result: dict, path: str | os.PathLike, title: str | None = None) -
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from facevae.reporting.grids import abbreviate_attribute, abbreviate_factor
+    from facevae.common.grids import abbreviate_attribute, abbreviate_factor
 
     dims = sorted_dims(result)
     names = result["target_names"]

@@ -48,10 +48,10 @@ import numpy as np
 import torch
 
 from facevae.analysis.reconstruct import as_run, image_id, run_label, write_result
-from facevae.analysis.run import Run
 from facevae.analysis.sample import check_settings, settings_slug
+from facevae.common.grids import abbreviate_attribute, save_comparison_grid
 from facevae.data.prepare import CELEBA_CROP, decode_face
-from facevae.reporting.grids import abbreviate_attribute, save_comparison_grid
+from facevae.training.rundir import Run
 
 DIFF_GAIN = 4.0  # the difference row is |change| × this, so small edits are visible
 
@@ -247,7 +247,7 @@ def edit(run: Run | str | os.PathLike, image: str | Path | None = None, index: i
         methods.append(f"along latent directions, difference of class means of posterior means: {norms}")
     title = (f"{run_label(run)}: edit of {what} — {'; '.join(methods)}. Columns: the input, then the edit at "
              f"strength t from 0 (before: the reconstruction) to 1 (after)")
-    out = run.figures
+    out = run.analysis_dir
     face_slug = f"test{source['index']}" if "index" in source else re.sub(r"[^A-Za-z0-9]+", "-", Path(str(image)).stem)
     stem = f"edit_{face_slug}_{settings_slug(settings)}"
     png, json_path = out / f"{stem}.png", out / f"{stem}.json"

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facevae.analysis.run import Run, open_run
-from facevae.data.packed import write_json_atomic
-from facevae.reporting.grids import save_labelled_grid
+from facevae.common.files import write_json_atomic
+from facevae.common.grids import save_labelled_grid
+from facevae.training.rundir import Run, open_run
 
 LN2 = math.log(2.0)
 GRID_COLUMNS = 8
@@ -119,7 +119,7 @@ def reconstruct(run: Run | str | os.PathLike, n: int = 16, offset: int = 0, ncol
         grid += [x[lo:hi], blank.expand(pad, -1, -1, -1), recon[lo:hi], blank.expand(pad, -1, -1, -1)]
         labels += [f"original · test {offset + i}" for i in range(lo, hi)] + [""] * pad
         labels += [f"recon · MSE {err['mse'][i]:.4f} ({err['psnr_db'][i]:.1f} dB)" for i in range(lo, hi)] + [""] * pad
-    out = run.figures
+    out = run.analysis_dir
     png = out / "reconstruct.png"
     title = (f"{run_label(run)}: {n} test images (rows of originals, each above its reconstructions "
              f"from the posterior mean) — mean MSE {mean['mse']:.4f}, {mean['psnr_db']:.1f} dB, "

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from facevae.analysis.reconstruct import as_run, check_positive, decode_images, run_label, write_result
-from facevae.analysis.run import Run
+from facevae.common.grids import attribute_caption, save_comparison_grid, save_labelled_grid
 from facevae.data.attributes import check_attribute_names
-from facevae.reporting.grids import attribute_caption, save_comparison_grid, save_labelled_grid
+from facevae.training.rundir import Run
 
 GRID_COLUMNS = 8
 COMPARE_COLUMNS = 8
@@ -132,7 +132,7 @@ def sample(run: Run | str | os.PathLike, n: int = 64, settings: dict[str, int] |
     run = as_run(run)
     drawn = sample_images(run, n, settings, temperature, seed)
     settings = drawn["settings"]
-    out = run.figures
+    out = run.analysis_dir
     stem = "sample" + (f"_{settings_slug(settings)}" if settings else "")
     png, json_path = out / f"{stem}.png", out / f"{stem}.json"
     what = f"{n} samples, z ~ N(0, {temperature:g}²·I), seed {seed}"

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from facevae.analysis.reconstruct import as_run, check_positive, decode_images, run_label, write_result
-from facevae.analysis.run import Run
-from facevae.reporting.grids import save_comparison_grid
+from facevae.common.grids import save_comparison_grid
+from facevae.training.rundir import Run
 
 ACTIVE_VARIANCE = 0.01  # Burda et al. 2016: Var_x(E[z_d|x]) below this, dimension d carries no information
 OVERVIEW_CELL_PIXELS = 64  # cells of the overview when it has many rows (a 64-row overview stays readable)
@@ -173,7 +173,7 @@ def traverse(run: Run | str | os.PathLike, dims: str | list[int] | None = "all",
         z = run.model.encode(x, c).mean
     values = torch.linspace(lo, hi, steps)
     col_text = [_value_text(float(v)) for v in values]
-    out = run.figures
+    out = run.analysis_dir
     sheets = out / "traverse"
     sheets.mkdir(exist_ok=True)
     label = run_label(run)

@@ -80,7 +80,7 @@ def register(subparsers) -> None:
 
 
 def _open(args: argparse.Namespace):
-    from facevae.analysis.run import open_run
+    from facevae.training.rundir import open_run
 
     return open_run(args.run)
 

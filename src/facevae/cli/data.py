@@ -161,7 +161,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from facevae.data.packed import PackedDataset
-    from facevae.reporting.grids import show_dataset
+    from facevae.data.show import show_dataset
 
     path = show_dataset(PackedDataset(args.dataset), args.out, n=args.n, seed=args.seed, split=args.split)
     print(f"wrote {path}")

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 def cmd_dims(args: argparse.Namespace) -> int:
     from facevae.analysis.dims import evaluate_dims, format_dims_table
-    from facevae.analysis.run import open_run
+    from facevae.training.rundir import open_run
 
     if args.bins < 2:
         raise ValueError(f"--bins must be at least 2, got {args.bins}")

@@ -106,7 +106,7 @@ def _trials(args: argparse.Namespace, size: int) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from facevae.sweeps.report import build_sweep_report, format_trials
+    from facevae.reporting.sweep_report import build_sweep_report, format_trials
     from facevae.sweeps.study import run_sweep
 
     if args.workers < 1 or args.heartbeat_interval < 1 or min(args.metric_n, args.metric_n_eval) < 1:
@@ -122,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
-    from facevae.sweeps.report import build_sweep_report, format_trials
+    from facevae.reporting.sweep_report import build_sweep_report, format_trials
 
     report = build_sweep_report(args.dir)
     print(format_trials(report))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facevae.data.packed import DatasetError
+from facevae.common.errors import DatasetError
 
 IMAGE_FOLDER = "img_align_celeba"
 IMAGE_ZIP = "img_align_celeba.zip"

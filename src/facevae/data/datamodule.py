@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from facevae.common.errors import DatasetError
 from facevae.data.attributes import PARTITION_NAMES, check_attribute_names
-from facevae.data.packed import DatasetError, PackedDataset
+from facevae.data.packed import PackedDataset
 
 _PART_ALIASES = {"train": "train", "fit": "train", "valid": "valid", "val": "valid", "validation": "valid",
                  "validate": "valid", "test": "test"}

@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facevae.common.errors import DatasetError
+from facevae.common.files import write_json_atomic
 from facevae.data.attributes import CELEBA_ATTRIBUTE_RATES
-from facevae.data.packed import DatasetError, PackedDataset, write_json_atomic
+from facevae.data.packed import PackedDataset
 
 TOP_PAIRS = 20
 MOST_IMBALANCED = 10

@@ -25,41 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from facevae.common.errors import DatasetError
+from facevae.common.files import save_npy_atomic, write_json_atomic
 from facevae.data.attributes import PARTITION_NAMES
 
 FORMAT_VERSION = 1
 OFFICIAL_SPLIT = "official"
-
-
-class DatasetError(ValueError):
-    """A dataset folder or file that cannot be used; the message says which and why."""
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 @dataclass

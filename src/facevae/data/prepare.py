@@ -23,9 +23,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from facevae.common.errors import DatasetError
+from facevae.common.files import write_json_atomic
 from facevae.data.attributes import PARTITION_NAMES
 from facevae.data.celeba_files import ImageSource, find_layout, read_annotations
-from facevae.data.packed import DatasetError, PackedDataset, PackedWriter, write_json_atomic
+from facevae.data.packed import PackedDataset, PackedWriter
 
 CELEBA_CROP = 148
 # A face image whose pixels barely vary (blank, one colour) is flagged, not dropped: the user decides.

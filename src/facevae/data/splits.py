@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facevae.common.errors import DatasetError
+from facevae.common.files import write_json_atomic
 from facevae.data.attributes import PARTITION_NAMES
-from facevae.data.packed import OFFICIAL_SPLIT, DatasetError, PackedDataset, write_json_atomic
+from facevae.data.packed import OFFICIAL_SPLIT, PackedDataset
 
 STRATEGIES = ("official", "random", "stratified")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

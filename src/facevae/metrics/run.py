@@ -47,7 +47,7 @@ def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 
     "attributes", "settings": {...}}`` and, for weak labels, ``"attributes"``: the per-attribute rows
     of ``weak_label_metrics``.
     """
-    from facevae.analysis.run import open_run
+    from facevae.training.rundir import open_run
 
     run = open_run(run_dir)
     asked_all = isinstance(metrics, str) and metrics.strip() == "all"
@@ -85,7 +85,7 @@ def _applicable(names: list[str], has_factors: bool, asked_all: bool) -> list[st
 
 
 def _store(path: Path, result: dict) -> None:
-    from facevae.data.packed import write_json_atomic
+    from facevae.common.files import write_json_atomic
 
     data = json.loads(path.read_text()) if path.is_file() else {}
     data["disentanglement"] = result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from facevae.data.datamodule import EpochSampler, PackedDataModule, epoch_generator
 from facevae.recognition.config import BALANCING
 

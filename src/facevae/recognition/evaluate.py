@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facevae.data.packed import DatasetError, write_json_atomic
+from facevae.common.errors import DatasetError, RunError
+from facevae.common.files import write_json_atomic
 from facevae.recognition.config import THRESHOLD_RULES
 
 METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc")
@@ -78,8 +79,13 @@ def _finite(x: float) -> float | None:
 def attribute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: Sequence[float], names: Sequence[str],
                       train_rates: Sequence[float] | None = None) -> list[dict]:
     """One row per attribute: the test metrics at that attribute's threshold (torchmetrics)."""
-    from torchmetrics.functional.classification import (binary_accuracy, binary_auroc, binary_f1_score,
-                                                        binary_recall, binary_specificity)
+    from torchmetrics.functional.classification import (
+        binary_accuracy,
+        binary_auroc,
+        binary_f1_score,
+        binary_recall,
+        binary_specificity,
+    )
 
     p = torch.as_tensor(np.asarray(probs, np.float64))
     y = torch.as_tensor(np.asarray(targets) > 0.5).long()
@@ -154,7 +160,7 @@ def save_metric_chart(path: str | os.PathLike, names: Sequence[str], series: lis
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from facevae.reporting.grids import abbreviate_attribute
+    from facevae.common.grids import abbreviate_attribute
 
     path = Path(path)
     names = list(names)
@@ -234,7 +240,7 @@ def evaluate(run_dir: str | os.PathLike, threshold_by: str | None = None, batch_
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise DatasetError(f"{run_dir}: not a run directory (no config.yaml); train one with `facevae classify train`")
+        raise RunError(f"{run_dir}: not a run directory (no config.yaml); train one with `facevae classify train`")
     config = ClassifierConfig.load(run_dir / "config.yaml")
     rule = threshold_by or config.threshold_by
     if rule not in THRESHOLD_RULES:

@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facevae.data.packed import DatasetError, write_json_atomic
+from facevae.common.errors import DatasetError, RunError
+from facevae.common.files import write_json_atomic
 from facevae.recognition.config import THRESHOLD_RULES
-from facevae.recognition.evaluate import (attribute_metrics, choose_thresholds, format_table, mean_metrics,
-                                          save_metric_chart)
+from facevae.recognition.evaluate import (
+    attribute_metrics,
+    choose_thresholds,
+    format_table,
+    mean_metrics,
+    save_metric_chart,
+)
 
 
 @torch.no_grad()
@@ -80,7 +86,7 @@ def _classifier_rows(classifier_run, names: list[str], vae_data: str, vae_split:
 
     path = Path(classifier_run)
     if not is_classifier_run(path):
-        raise DatasetError(f"{path}: not an attribute-classifier run (make one with `facevae classify train`)")
+        raise RunError(f"{path}: not an attribute-classifier run (make one with `facevae classify train`)")
     eval_path = path / "analysis" / "eval.json"
     if eval_path.is_file():
         import json
@@ -108,14 +114,14 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
           threshold_by: str = "accuracy", seed: int = 0, batch_size: int = 256) -> dict:
     """Logistic-regression probes from a VAE run's posterior means to every attribute of its data.
 
-    ``run``: a VAE run directory (or a :class:`facevae.analysis.run.Run` from ``open_run``).
+    ``run``: a VAE run directory (or a :class:`facevae.training.rundir.Run` from ``open_run``).
     ``classifier_run``: an attribute-classifier run to compare with, per attribute (its
     ``analysis/eval.json``, computed if missing). Writes RUN/analysis/probe.json, probe.png (per
     attribute accuracy and balanced accuracy; probe next to classifier when one is given) and
     probe.md (the table); returns the JSON's content plus ``table_text``.
     """
-    from facevae.analysis.run import Run, open_run
     from facevae.recognition.config import is_classifier_run
+    from facevae.training.rundir import Run, open_run
 
     if threshold_by not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {threshold_by!r}; use one of {', '.join(THRESHOLD_RULES)}")
@@ -123,7 +129,7 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
         raise ValueError(f"max_train must be at least 2, got {max_train}")
     if not isinstance(run, Run):
         if is_classifier_run(run):
-            raise DatasetError(f"{run}: an attribute-classifier run; probe takes a VAE run "
+            raise RunError(f"{run}: an attribute-classifier run; probe takes a VAE run "
                                "(pass the classifier with --classifier for the comparison)")
         run = open_run(run)
     started = time.perf_counter()
@@ -145,7 +151,7 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
     comparison = _classifier_rows(classifier_run, names, run.config.train.data, run.config.train.split) \
         if classifier_run is not None else None
 
-    out_dir = run.figures
+    out_dir = run.analysis_dir
     model_name = run.config.model.model
     series = [(f"{model_name} latent probe", rows)]
     title = f"Attributes from {model_name} posterior means (logistic regression): test mean accuracy {mean['accuracy']:.3f}"

@@ -22,7 +22,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from facevae.data.packed import DatasetError, PackedDataset
+from facevae.common.errors import RunError
+from facevae.data.packed import PackedDataset
 from facevae.recognition.augment import augment_spec
 from facevae.recognition.backbones import AttributeClassifier, check_backbone, check_input_size, default_input_size
 from facevae.recognition.config import THRESHOLD_RULES, ClassifierConfig
@@ -97,7 +98,7 @@ def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
     seconds = time.perf_counter() - started
     best_path = run_dir / "checkpoints" / "best.ckpt"
     if not best_path.is_file():
-        raise DatasetError(f"{run_dir}: training ended without a finite validation loss; no model to export")
+        raise RunError(f"{run_dir}: training ended without a finite validation loss; no model to export")
     state = safe_load(best_path)["state_dict"]
     model = module.model
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -128,7 +129,7 @@ def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cp
     """A trained classifier from a run directory, in eval mode; ``.attribute_names`` lists its outputs."""
     state, info = read_exported(run_dir, "classifier")
     if info.get("kind") != "attribute_classifier":
-        raise DatasetError(f"{run_dir}: not an attribute-classifier run (a VAE run?)")
+        raise RunError(f"{run_dir}: not an attribute-classifier run (a VAE run?)")
     model = AttributeClassifier(info["backbone"], len(info["attribute_names"]), input_size=info["input_size"],
                                 pretrained=info["pretrained_normalisation"], width=info.get("width") or 32, init=False)
     model.load_state_dict(state)

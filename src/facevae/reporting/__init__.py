@@ -1,1 +1,1 @@
-"""Figures and reports: labelled image grids (``facevae.reporting.grids``)."""
+"""Figures and reports: labelled image grids (``facevae.common.grids``)."""

@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 
 import yaml
 
-from facevae.data.packed import DatasetError
+from facevae.common.errors import RunError
 
 
 # --- building blocks ---------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ class ReportContext:
     def run(self):
         """The opened run (model + data), loaded on first use."""
         if self._run is None:
-            from facevae.analysis.run import open_run
+            from facevae.training.rundir import open_run
 
             self._run = open_run(self.root)
         return self._run
@@ -663,7 +663,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     root = Path(run_dir)
     if not (root / "config.yaml").is_file():
-        raise DatasetError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
+        raise RunError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
     ctx = ReportContext(root, generate=generate, regenerate=regenerate, log=log)
     built: list[Section] = []
     for builder in (SECTIONS if sections is None else sections):

@@ -6,7 +6,7 @@
 * :mod:`~facevae.sweeps.storage` -- RDB storage with heartbeats; killed workers' trials are retried;
 * :mod:`~facevae.sweeps.budget` -- a trial budget shared by every worker;
 * :mod:`~facevae.sweeps.pruning` -- the Lightning callback that reports to Optuna and prunes;
-* :mod:`~facevae.sweeps.report` -- ``facevae sweep-report``.
+* :mod:`~facevae.reporting.sweep_report` -- ``facevae sweep-report``.
 
 The disentanglement suite of one trained run is :func:`facevae.metrics.run.compute_disentanglement`.
 """

@@ -49,7 +49,7 @@ class SweepConfig:
     train_args: dict = field(default_factory=dict)
 
     def save(self) -> Path:
-        from facevae.data.packed import write_json_atomic
+        from facevae.common.files import write_json_atomic
 
         path = Path(self.out) / CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)

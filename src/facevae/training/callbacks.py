@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from facevae.data.packed import write_json_atomic
+from facevae.common.files import write_json_atomic
 
 
 class EpochFigures(L.Callback):
@@ -26,7 +26,7 @@ class EpochFigures(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if self._batch is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        from facevae.reporting.grids import save_comparison_grid
+        from facevae.common.grids import save_comparison_grid
 
         x, y = self._batch
         model = pl_module.model

@@ -10,7 +10,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
-from facevae.data.packed import DatasetError, write_json_atomic
+from facevae.common.errors import RunError
+from facevae.common.files import write_json_atomic
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -64,5 +65,5 @@ def read_exported(run_dir: str | os.PathLike, what: str = "model") -> tuple[dict
     run_dir = Path(run_dir)
     weights, info_path = run_dir / "model.safetensors", run_dir / "model.json"
     if not weights.is_file() or not info_path.is_file():
-        raise DatasetError(f"{run_dir}: no finished {what} (model.safetensors); train it to the end or --resume it")
+        raise RunError(f"{run_dir}: no finished {what} (model.safetensors); train it to the end or --resume it")
     return load_file(str(weights), device="cpu"), json.loads(info_path.read_text())

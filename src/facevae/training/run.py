@@ -21,12 +21,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar,
-                                         WeightAveraging)
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+    WeightAveraging,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from facevae.common.errors import RunError
 from facevae.data.datamodule import PackedDataModule
-from facevae.data.packed import DatasetError
 from facevae.models import build_model
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
@@ -122,10 +127,10 @@ def claim_run_dir(run_dir: Path, resume: bool) -> tuple[Path, bool]:
     launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
     if resume:
         if not last_ckpt.is_file():
-            raise DatasetError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt); it never reached its "
+            raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt); it never reached its "
                                f"first checkpoint: start it again with `facevae train ... --run-dir {run_dir}`")
     elif (last_ckpt.is_file() or (run_dir / "model.safetensors").is_file()) and not launched_copy:
-        raise DatasetError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
+        raise RunError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it, or another --run-dir")
     # A folder with a config but no checkpoint is a start that failed before its first step: start again.
     return last_ckpt, launched_copy
 
@@ -160,7 +165,7 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
         return {}
     best_path = run_dir / "checkpoints" / "best.ckpt"
     if not best_path.is_file():
-        raise DatasetError(f"{run_dir}: training ended without a finite validation ELBO; no model to export")
+        raise RunError(f"{run_dir}: training ended without a finite validation ELBO; no model to export")
     state = safe_load(best_path)["state_dict"]
     model = module.model
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})

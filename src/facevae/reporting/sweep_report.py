@@ -133,7 +133,7 @@ def pareto_figure(rows: list[dict], config: SweepConfig, path: Path) -> Path:
 # --- the report --------------------------------------------------------------------------------------------
 def build_sweep_report(sweep_dir: str | os.PathLike) -> dict:
     """Writes the report files into ``sweep_dir``; returns the JSON report (with ``files``)."""
-    from facevae.data.packed import write_json_atomic
+    from facevae.common.files import write_json_atomic
 
     root = Path(sweep_dir)
     config = SweepConfig.load(root)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facevae.common.errors import DatasetError, RunError
 from facevae.data.datamodule import PackedDataModule
-from facevae.data.packed import DatasetError
 from facevae.models.base import VAEBase
 from facevae.training.config import RunConfig
 from facevae.training.run import load
@@ -24,7 +24,7 @@ class Run:
     data: PackedDataModule
 
     @property
-    def figures(self) -> Path:
+    def analysis_dir(self) -> Path:
         path = self.root / "analysis"
         path.mkdir(exist_ok=True)
         return path
@@ -73,7 +73,7 @@ def open_run(run_dir: str | os.PathLike) -> Run:
     """The run at ``run_dir`` with its best model; a one-line error if it is not finished."""
     root = Path(run_dir)
     if not (root / "config.yaml").is_file():
-        raise DatasetError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
+        raise RunError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
     config = RunConfig.load(root / "config.yaml")
     model = load(root)  # raises a clear error when there is no finished model
     data = PackedDataModule(config.train.data, split=config.train.split, batch_size=config.train.batch_size,
