@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -338,18 +339,594 @@ class _Painter:
             self.img[idx, :, ys, xs] = target
 
 
-class _Subset:
-    """Per-image parameters restricted to the images that have a given layer."""
+# --- the scene: per-face parameters in face-frame units -------------------------------------------
+class _PerFace:
+    """Base of the scene's parameter groups: every field holds one entry per face (first axis)."""
 
-    def __init__(self, params: dict, mask: np.ndarray):
-        self.all = bool(mask.all())
-        self.idx = None if self.all else np.flatnonzero(mask)
-        self.empty = not mask.any()
-        self.params = params
 
-    def __getitem__(self, key):
-        value = self.params[key]
-        return value if self.all else value[self.idx]
+class _Restricted:
+    """A parameter group restricted to the faces ``idx``, each array indexed when first read.
+
+    A layer reads a handful of the scene's arrays; indexing all of them for every layer would
+    cost about a tenth of the render time.
+    """
+
+    def __init__(self, params: _PerFace, idx: np.ndarray):
+        self._params = params
+        self._idx = idx
+
+    def __getattr__(self, name: str):
+        value = getattr(self._params, name)
+        value = _Restricted(value, self._idx) if isinstance(value, _PerFace) else value[self._idx]
+        self.__dict__[name] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+
+@dataclass
+class _Head(_PerFace):
+    x: np.ndarray  # centre; shifted towards the side the face turns to
+    yaw: np.ndarray  # -1..1; > 0: turned to the viewer's right
+    half_width: np.ndarray
+    jaw_half_width: np.ndarray
+    jaw_half_height: np.ndarray
+    jaw_exponent: np.ndarray  # of the jaw's superellipse: 2 round, larger square
+    skin: np.ndarray  # (n, 3)
+    blush: np.ndarray  # (n, 3): the lifted cheeks of a smile
+    neck_half_width: np.ndarray
+    ear_left_x: np.ndarray  # far off the canvas where the hair covers the ears
+    ear_right_x: np.ndarray
+
+
+@dataclass
+class _Eyes(_PerFace):
+    left_x: np.ndarray
+    right_x: np.ndarray
+    left_half_width: np.ndarray
+    right_half_width: np.ndarray
+    half_height: np.ndarray
+    iris_shift: np.ndarray
+    lid_thickness: np.ndarray
+
+
+def _eye_sides(eyes: _Eyes) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(centre x, half width) of the left eye, then of the right one."""
+    return (eyes.left_x, eyes.left_half_width), (eyes.right_x, eyes.right_half_width)
+
+
+@dataclass
+class _Brows(_PerFace):
+    y: np.ndarray
+    thickness: np.ndarray
+    curvature: np.ndarray
+    half_width: np.ndarray
+    color: np.ndarray  # (n, 3)
+
+
+@dataclass
+class _Nose(_PerFace):
+    x: np.ndarray
+    half_width: np.ndarray
+
+
+@dataclass
+class _Mouth(_PerFace):
+    x: np.ndarray
+    shapes: np.ndarray  # (n, 3, 4): lips, inside, teeth lenses as in MOUTHS
+    lip_color: np.ndarray  # (n, 3)
+
+
+@dataclass
+class _Hair(_PerFace):
+    color: np.ndarray  # (n, 3)
+    back_color: np.ndarray  # (n, 3): the hair behind the head, in its shadow
+    back_x: np.ndarray  # the hair behind the head turns less than the face
+    back_half_width: np.ndarray
+    back_cy: np.ndarray
+    back_half_height: np.ndarray
+    long_cy: np.ndarray  # the mass down the back of long hair; far off the canvas otherwise
+    long_half_width: np.ndarray
+    long_half_height: np.ndarray
+    cap_half_width: np.ndarray  # the hair over the top of the head
+    cap_half_height: np.ndarray
+    hairline_y: np.ndarray  # at the middle of the forehead
+    hairline_curvature: np.ndarray  # how far the hairline curves down at the temples
+    beard_color: np.ndarray  # (n, 3)
+    stubble_color: np.ndarray  # (n, 3)
+
+
+@dataclass
+class _Backdrop(_PerFace):
+    top: np.ndarray  # (n, 3), the gradient's colour at the top of the canvas
+    bottom: np.ndarray
+    shirt: np.ndarray
+
+
+@dataclass
+class _Features(_PerFace):
+    """Which faces have each optional layer."""
+
+    long_hair: np.ndarray
+    ears: np.ndarray
+    bangs: np.ndarray
+    glasses: np.ndarray
+    stubble: np.ndarray
+    goatee: np.ndarray
+    full_beard: np.ndarray
+    hat: np.ndarray
+    old: np.ndarray
+    smiling: np.ndarray
+    teeth: np.ndarray
+
+
+@dataclass
+class _Scene(_PerFace):
+    head: _Head
+    eyes: _Eyes
+    brows: _Brows
+    nose: _Nose
+    mouth: _Mouth
+    hair: _Hair
+    backdrop: _Backdrop
+    has: _Features
+
+    def __len__(self) -> int:
+        return len(self.head.x)
+
+
+def _scene(f: np.ndarray) -> _Scene:
+    """The scene parameters of each face from its factor row."""
+    factor = {name: f[:, j] for name, j in _F.items()}
+    male = factor["sex"] == 1
+    old = factor["age"] == 1
+    smiling = factor["smile"] >= 2
+    short_hair = factor["hair_volume"] <= 1
+    yaw = ((factor["rotation"] - 2) / 2).astype(F32)
+    head = _head_params(factor, yaw, male, old, short_hair)
+    hair = _hair_params(factor, head)
+    has = _Features(
+        long_hair=~short_hair,
+        ears=short_hair,
+        bangs=factor["bangs"] == 1,
+        glasses=factor["eyeglasses"] == 1,
+        stubble=factor["beard"] == 1,
+        goatee=factor["beard"] == 2,
+        full_beard=factor["beard"] == 3,
+        hat=factor["hat"] == 1,
+        old=old,
+        smiling=smiling,
+        teeth=factor["smile"] == 3,
+    )
+    return _Scene(
+        head=head,
+        eyes=_eye_params(head, male, smiling),
+        brows=_brow_params(hair.color, male),
+        # nose and mouth shift more with yaw than the eyes: they stand out of the face
+        nose=_Nose(x=(head.x + 0.2 * yaw).astype(F32), half_width=np.where(male, 0.075, 0.06).astype(F32)),
+        mouth=_mouth_params(head, factor["smile"], factor["lipstick"] == 1),
+        hair=hair,
+        backdrop=_Backdrop(
+            top=BACKGROUND_TOP[factor["background"]],
+            bottom=BACKGROUND_BOTTOM[factor["background"]],
+            shirt=SHIRT_COLORS[factor["background"]],
+        ),
+        has=has,
+    )
+
+
+def _head_params(factor: dict, yaw: np.ndarray, male: np.ndarray, old: np.ndarray, short_hair: np.ndarray) -> _Head:
+    # a turned face shows less of its far side
+    half_width = FACE_HALF_WIDTHS[factor["face_width"]] * (1 - 0.05 * np.abs(yaw))
+    x = (0.035 * yaw).astype(F32)
+    skin = SKIN_COLORS[factor["skin_tone"]]
+    # the jaw meets the cranium at full width; its exponent shapes it: a pointed (female) or
+    # square (male) chin, fuller when chubby or older
+    jaw_exponent = np.where(male, 2.7, 1.95) + np.where(factor["face_width"] == 4, 0.35, 0.0) + np.where(old, 0.3, 0.0)
+    return _Head(
+        x=x,
+        yaw=yaw,
+        half_width=half_width.astype(F32),
+        jaw_half_width=half_width.astype(F32),
+        jaw_half_height=np.where(male, 0.76, 0.8).astype(F32),
+        jaw_exponent=jaw_exponent.astype(F32),
+        skin=skin,
+        blush=np.minimum(skin * np.array([1.04, 0.9, 0.9], F32) + np.array([14, 6, 8], F32), 255),
+        neck_half_width=np.where(male, 0.26, 0.22).astype(F32),
+        # the far ear tucks behind the head when it turns
+        ear_left_x=np.where(short_hair, x - half_width * 0.97 - 0.07 * yaw, 50.0).astype(F32),
+        ear_right_x=np.where(short_hair, x + half_width * 0.97 - 0.07 * yaw, 50.0).astype(F32),
+    )
+
+
+def _eye_params(head: _Head, male: np.ndarray, smiling: np.ndarray) -> _Eyes:
+    yaw = head.yaw
+    spread = EYE_DX * (1 - 0.14 * np.abs(yaw))
+    return _Eyes(
+        left_x=(head.x - spread + 0.12 * yaw).astype(F32),
+        right_x=(head.x + spread + 0.12 * yaw).astype(F32),
+        left_half_width=(0.085 * (1 + 0.12 * yaw)).astype(F32),
+        right_half_width=(0.085 * (1 - 0.12 * yaw)).astype(F32),
+        # a real smile narrows the eyes
+        half_height=(np.where(male, 0.046, 0.052) * np.where(smiling, 0.76, 1.0)).astype(F32),
+        iris_shift=(0.02 * yaw).astype(F32),
+        # eyelashes make the female lid thicker
+        lid_thickness=np.where(male, 0.006, 0.016).astype(F32),
+    )
+
+
+def _brow_params(hair_color: np.ndarray, male: np.ndarray) -> _Brows:
+    # thick and straight (male) or thin and arched (female)
+    return _Brows(
+        y=np.where(male, -0.105, -0.125).astype(F32),
+        thickness=np.where(male, 0.05, 0.03).astype(F32),
+        curvature=np.where(male, 0.9, 3.4).astype(F32),
+        half_width=np.where(male, 0.115, 0.11).astype(F32),
+        color=hair_color * 0.55 + np.array([20, 14, 10], F32) * 0.45,
+    )
+
+
+def _mouth_params(head: _Head, smile: np.ndarray, lipstick: np.ndarray) -> _Mouth:
+    shapes = MOUTHS[smile]
+    shapes[:, :, [1, 3]] /= MOUTH_WIDTH**2
+    shapes[lipstick, 0, 0] *= 1.3  # painted lips look fuller
+    shapes[lipstick, 0, 2] *= 1.3
+    natural = head.skin * np.array([0.78, 0.56, 0.58], F32) + np.array([30, 8, 12], F32)
+    return _Mouth(
+        x=(head.x + 0.15 * head.yaw).astype(F32),
+        shapes=shapes,
+        lip_color=np.where(lipstick[:, None], LIPSTICK, natural).astype(F32),
+    )
+
+
+def _hair_params(factor: dict, head: _Head) -> _Hair:
+    volume_index = factor["hair_volume"]
+    volume = volume_index.astype(F32)
+    half_width, yaw = head.half_width, head.yaw
+    color = HAIR_COLORS[factor["hair_color"]]
+    top = HEAD_CY - 0.03 - (HEAD_B_TOP + 0.06 + 0.055 * volume)
+    bottom = np.array([0.32, 0.55, 0.85, 0.85], F32)[volume_index]
+    long_hair = volume >= 2
+    return _Hair(
+        color=color,
+        back_color=color * 0.86,
+        back_x=(head.x - 0.05 * yaw).astype(F32),
+        back_half_width=(half_width + 0.045 + 0.045 * volume).astype(F32),
+        back_cy=((top + bottom) / 2).astype(F32),
+        back_half_height=((bottom - top) / 2).astype(F32),
+        long_cy=np.where(long_hair, 0.33 + 0.2 * (volume - 2), 50.0).astype(F32),
+        long_half_width=(half_width + 0.1 + 0.07 * (volume - 2)).astype(F32),
+        long_half_height=np.where(long_hair, 0.62 + 0.2 * (volume - 2), 0.5).astype(F32),
+        cap_half_width=(half_width + 0.025 + 0.02 * volume).astype(F32),
+        cap_half_height=(HEAD_B_TOP + 0.035 + 0.035 * volume).astype(F32),
+        hairline_y=np.array([-0.53, -0.5, -0.48, -0.47], F32)[volume_index],
+        hairline_curvature=np.array([0.8, 1.0, 1.5, 1.7], F32)[volume_index],
+        beard_color=color * 0.68 + 6,
+        stubble_color=color * 0.45 + np.array([50, 40, 36], F32) * 0.55,
+    )
+
+
+def _faces_with(scene: _Scene, mask: np.ndarray) -> tuple[np.ndarray | None, _Scene | None]:
+    """(indices, scene) of the faces in ``mask``: indices None when it is every face, scene None when none."""
+    if not mask.any():
+        return None, None
+    if mask.all():
+        return None, scene
+    idx = np.flatnonzero(mask)
+    return idx, _Restricted(scene, idx)
+
+
+# --- the layers, back to front --------------------------------------------------------------------
+def _paint_background(pt: _Painter, scene: _Scene) -> None:
+    t = np.clip((pt.v + 1) / 2, 0, 1)[None, None, :, None]
+    top, bottom = scene.backdrop.top, scene.backdrop.bottom
+    pt.img[:] = top[:, :, None, None] * (1 - t) + bottom[:, :, None, None] * t
+
+
+def _paint_shirt(pt: _Painter, scene: _Scene) -> None:
+    win = pt.window(-1.2, 1.2, 0.85, 3.0)
+    zeros = np.zeros(len(scene), F32)
+    ramp = pt.ellipse(win, zeros, zeros + 1.52, zeros + 1.1, zeros + 0.64, p=2.6, r=zeros + 0.64)
+    pt.over(win, ramp, scene.backdrop.shirt)
+
+
+def _paint_hair_behind(pt: _Painter, scene: _Scene) -> None:
+    """A cap around the skull, and for long hair a mass down the back."""
+    hair = scene.hair
+    win = pt.box(hair.back_x, HEAD_CY, hair.back_half_width.max(), HEAD_B_TOP + 0.3)
+    ramp = pt.ellipse(win, hair.back_x, hair.back_cy, hair.back_half_width, hair.back_half_height)
+    pt.over(win, ramp, hair.back_color)
+    idx, sub = _faces_with(scene, scene.has.long_hair)
+    if sub is None:
+        return
+    hair = sub.hair
+    win = pt.window((hair.back_x - hair.long_half_width).min(), (hair.back_x + hair.long_half_width).max(),
+                    (hair.long_cy - hair.long_half_height).min(), (hair.long_cy + hair.long_half_height).max())
+    ramp = pt.ellipse(win, hair.back_x, hair.long_cy, hair.long_half_width, hair.long_half_height, p=3.0,
+                      r=np.minimum(hair.long_half_width, hair.long_half_height))
+    pt.over(win, ramp, hair.back_color, idx)
+
+
+def _paint_neck(pt: _Painter, scene: _Scene) -> None:
+    # in shadow; drawn after the hair behind the head, which long hair lets show on both sides
+    head, n = scene.head, len(scene)
+    win = pt.window(-0.45, 0.45, 0.4, 1.5)
+    ramp = pt.ellipse(win, head.x * 0.5, np.full(n, 1.0, F32), head.neck_half_width, np.full(n, 0.48, F32), p=4.0,
+                      r=head.neck_half_width)
+    pt.over(win, ramp, head.skin * 0.84)
+
+
+def _paint_ears(pt: _Painter, scene: _Scene) -> None:
+    idx, sub = _faces_with(scene, scene.has.ears)
+    if sub is None:
+        return
+    ey = np.full(len(sub), 0.07, F32)
+    for ear_x in (sub.head.ear_left_x, sub.head.ear_right_x):
+        win = pt.box(ear_x, 0.07, 0.09, 0.14)
+        ramp = pt.ellipse(win, ear_x, ey, np.full_like(ey, 0.075), np.full_like(ey, 0.125))
+        pt.over(win, ramp, sub.head.skin * 0.93, idx)
+
+
+def _paint_face(pt: _Painter, scene: _Scene) -> None:
+    """Upper half an ellipse, lower half the jaw, split at the row of the centre; then shading."""
+    head, n = scene.head, len(scene)
+    a, hx = head.half_width, head.x
+    cy = np.full(n, HEAD_CY, F32)
+    split = int(np.clip(np.ceil(HEAD_CY / pt.pw + pt.H / 2 - 0.5), 0, pt.H))
+    ys, xs = pt.window((hx - a).min(), (hx + a).max(), HEAD_CY - HEAD_B_TOP, HEAD_CY)
+    win = (slice(ys.start, max(min(split, ys.stop), ys.start)), xs)
+    ramp = pt.ellipse(win, hx, cy, a, np.full(n, HEAD_B_TOP, F32))
+    pt.over(win, ramp, head.skin)
+    ys, xs = pt.window((hx - a).min(), (hx + a).max(), HEAD_CY, HEAD_CY + 0.82)
+    win = (slice(min(max(ys.start, split), ys.stop), ys.stop), xs)
+    ramp = pt.ellipse(win, hx, cy, head.jaw_half_width, head.jaw_half_height, p=head.jaw_exponent,
+                      r=np.minimum(head.jaw_half_width, head.jaw_half_height))
+    pt.over(win, ramp, head.skin)
+    # soft shading: the face is lit from the front, its rim falls off into shadow
+    win = pt.window((hx - a).min(), (hx + a).max(), HEAD_CY - HEAD_B_TOP, HEAD_CY + 0.85)
+    lit = pt.ellipse(win, hx + 0.04 * head.yaw, cy + 0.02, a * 0.98, np.full(n, 0.9, F32), soft=0.22)
+    np.subtract(1.0, lit, out=lit)
+    outline = pt.ellipse(win, hx, cy, a + 0.01, np.full(n, 0.85, F32))
+    np.minimum(lit, outline, out=lit)
+    pt.over(win, lit, head.skin * np.array([0.8, 0.74, 0.74], F32), opacity=0.55)
+
+
+def _paint_beard(pt: _Painter, scene: _Scene) -> None:
+    """Full (opaque) or stubble (translucent), over the jaw and up the cheeks."""
+    idx, sub = _faces_with(scene, scene.has.full_beard | scene.has.stubble)
+    if sub is None:
+        return
+    head, k, full = sub.head, len(sub), sub.has.full_beard
+    win = pt.box(head.x, 0.45, head.half_width.max() + 0.05, 0.5)
+    outer = pt.ellipse(win, head.x, np.full(k, HEAD_CY, F32), head.jaw_half_width + 0.02,
+                       head.jaw_half_height + 0.05, p=head.jaw_exponent, r=head.jaw_half_width)
+    # no wider than the face: sideburns follow the cheek outline
+    side = pt.ellipse(win, head.x, np.full(k, HEAD_CY, F32), head.half_width + 0.012,
+                      np.full(k, HEAD_B_TOP + 0.2, F32))
+    np.minimum(outer, side, out=outer)
+    hole = pt.ellipse(win, sub.mouth.x, np.where(full, -0.02, -0.05).astype(F32),
+                      head.half_width * np.where(full, 0.8, 0.84), np.where(full, 0.445, 0.49).astype(F32))
+    np.subtract(1.0, hole, out=hole)
+    np.minimum(outer, hole, out=outer)
+    np.minimum(outer, pt.below(win, np.full(k, 0.02, F32)), out=outer)
+    opacity = np.where(full, 1.0, 0.28)
+    color = np.where(full[:, None], sub.hair.beard_color, sub.hair.stubble_color)
+    pt.over(win, outer, color, idx, opacity=opacity.astype(F32))
+
+
+def _paint_goatee(pt: _Painter, scene: _Scene) -> None:
+    """Chin and moustache: a goatee, and the part of a full beard around the mouth."""
+    idx, sub = _faces_with(scene, scene.has.goatee | scene.has.full_beard)
+    if sub is None:
+        return
+    mx, k = sub.mouth.x, len(sub)
+    win = pt.box(mx, MOUTH_Y + 0.12, 0.3, 0.25)
+    chin = pt.ellipse(win, mx, np.full(k, MOUTH_Y + 0.13, F32), np.full(k, 0.125, F32), np.full(k, 0.17, F32))
+    stache = pt.lens(win, mx, np.full(k, MOUTH_Y, F32), np.full(k, -0.1, F32), np.full(k, 0.55, F32),
+                     np.full(k, 0.0, F32), np.full(k, 0.42, F32), halfw=np.full(k, 0.24, F32))
+    np.maximum(chin, stache, out=chin)
+    pt.over(win, chin, sub.hair.beard_color, idx)
+
+
+def _paint_age(pt: _Painter, scene: _Scene) -> None:
+    """Forehead lines, smile folds, under-eye bags."""
+    idx, sub = _faces_with(scene, scene.has.old)
+    if sub is None:
+        return
+    line_color = sub.head.skin * np.array([0.66, 0.6, 0.6], F32)
+    _paint_forehead_lines(pt, sub, idx, line_color)
+    _paint_smile_folds(pt, sub, idx, line_color)
+    _paint_eye_bags(pt, sub, idx, line_color)
+
+
+def _paint_forehead_lines(pt: _Painter, sub: _Scene, idx: np.ndarray | None, line_color: np.ndarray) -> None:
+    k = len(sub)
+    win = pt.box(sub.head.x, -0.33, 0.24, 0.12)
+    ramp = None
+    for y, half in ((-0.26, 0.19), (-0.32, 0.17), (-0.38, 0.14)):
+        line = pt.lens(win, sub.head.x, np.full(k, y, F32), np.full(k, -0.014, F32), np.full(k, 0.7, F32),
+                       np.full(k, 0.014, F32), np.full(k, 0.7, F32), halfw=np.full(k, half, F32))
+        ramp = line if ramp is None else np.maximum(ramp, line, out=ramp)
+    pt.over(win, ramp, line_color, idx, opacity=0.85)
+
+
+def _paint_smile_folds(pt: _Painter, sub: _Scene, idx: np.ndarray | None, line_color: np.ndarray) -> None:
+    """From the nose wings to beyond the mouth corners."""
+    mx, k = sub.mouth.x, len(sub)
+    win = pt.box(mx, MOUTH_Y - 0.05, 0.4, 0.25)
+    ramp = pt.ring(win, mx, np.full(k, MOUTH_Y - 0.12, F32), np.full(k, 0.31, F32), np.full(k, 0.27, F32),
+                   np.full(k, 0.02, F32))
+    band = pt.below(win, np.full(k, NOSE_Y - 0.02, F32))
+    np.minimum(band, pt.above(win, np.full(k, MOUTH_Y + 0.04, F32)), out=band)
+    np.minimum(ramp, band, out=ramp)
+    pt.over(win, ramp, line_color, idx, opacity=0.9)
+
+
+def _paint_eye_bags(pt: _Painter, sub: _Scene, idx: np.ndarray | None, line_color: np.ndarray) -> None:
+    """A shaded crescent under each eye with a crease below it."""
+    k = len(sub)
+    for eye_x, eye_half_width in _eye_sides(sub.eyes):
+        win = pt.box(eye_x, EYE_Y + 0.06, 0.13, 0.11)
+        bag = pt.lens(win, eye_x, np.full(k, EYE_Y, F32), np.full(k, 0.025, F32), np.full(k, 0.0, F32),
+                      np.full(k, 0.085, F32), np.full(k, -3.5, F32), halfw=eye_half_width * 1.1)
+        pt.over(win, bag, line_color, idx, opacity=0.45)
+        ramp = pt.ring(win, eye_x, np.full(k, EYE_Y + 0.005, F32), eye_half_width * 1.08, np.full(k, 0.085, F32),
+                       np.full(k, 0.012, F32))
+        np.minimum(ramp, pt.below(win, np.full(k, EYE_Y + 0.05, F32)), out=ramp)
+        pt.over(win, ramp, line_color, idx, opacity=0.9)
+
+
+def _paint_nose(pt: _Painter, scene: _Scene) -> None:
+    """A shadow under the tip, and one down the side the face turns away from."""
+    nose, head, n = scene.nose, scene.head, len(scene)
+    win = pt.box(nose.x, NOSE_Y, 0.1, 0.07)
+    ramp = pt.ellipse(win, nose.x + 0.012 * head.yaw, np.full(n, NOSE_Y, F32), nose.half_width,
+                      np.full(n, 0.036, F32))
+    pt.over(win, ramp, head.skin * 0.72, opacity=0.75)
+    win = pt.box(nose.x, NOSE_Y - 0.1, 0.1, 0.12)
+    side = np.where(head.yaw >= 0, -1.0, 1.0).astype(F32)
+    ramp = pt.lens(win, nose.x + side * 0.055, np.full(n, NOSE_Y - 0.06, F32), np.full(n, -0.11, F32),
+                   np.zeros(n, F32), np.full(n, 0.045, F32), np.zeros(n, F32), halfw=np.full(n, 0.011, F32))
+    pt.over(win, ramp, head.skin * 0.78, opacity=0.6)
+
+
+def _paint_cheeks(pt: _Painter, scene: _Scene) -> None:
+    """The cheeks a smile lifts."""
+    idx, sub = _faces_with(scene, scene.has.smiling)
+    if sub is None:
+        return
+    k = len(sub)
+    for eye_x in (sub.eyes.left_x, sub.eyes.right_x):
+        cx = eye_x * 1.06
+        win = pt.box(cx, 0.22, 0.2, 0.16)
+        cheek = pt.ellipse(win, cx, np.full(k, 0.21, F32), np.full(k, 0.11, F32), np.full(k, 0.08, F32), soft=0.07)
+        pt.over(win, cheek, sub.head.blush, idx, opacity=0.55)
+
+
+def _paint_eyes(pt: _Painter, scene: _Scene) -> None:
+    """White, iris, upper lid."""
+    eyes, n = scene.eyes, len(scene)
+    half_height = eyes.half_height
+    for eye_x, eye_half_width in _eye_sides(eyes):
+        ey = np.full(n, EYE_Y, F32)
+        win = pt.box(eye_x, EYE_Y, 0.11, 0.08)
+        ramp = pt.ellipse(win, eye_x, ey, eye_half_width, half_height, r=half_height)
+        pt.over(win, ramp, SCLERA)
+        ramp = pt.ellipse(win, eye_x + eyes.iris_shift, ey + 0.004, half_height * 0.88, half_height * 0.88)
+        white = pt.ellipse(win, eye_x, ey, eye_half_width + 0.01, half_height + 0.01, r=half_height)
+        np.minimum(ramp, white, out=ramp)
+        pt.over(win, ramp, IRIS)
+        ramp = pt.ring(win, eye_x, ey, eye_half_width, half_height, eyes.lid_thickness, r=half_height)
+        np.minimum(ramp, pt.above(win, ey - 0.005), out=ramp)
+        pt.over(win, ramp, LID)
+
+
+def _paint_brows(pt: _Painter, scene: _Scene) -> None:
+    brows = scene.brows
+    for eye_x in (scene.eyes.left_x, scene.eyes.right_x):
+        win = pt.box(eye_x, brows.y.mean(), 0.15, 0.08)
+        half = brows.thickness / 2
+        ramp = pt.lens(win, eye_x, brows.y, -half, brows.curvature, half, brows.curvature, halfw=brows.half_width)
+        pt.over(win, ramp, brows.color)
+
+
+def _paint_mouth(pt: _Painter, scene: _Scene) -> None:
+    """Lips, the inside, teeth (clipped to the inside)."""
+    mouth = scene.mouth
+    my = np.full(len(scene), MOUTH_Y, F32)
+    win = pt.box(mouth.x, MOUTH_Y + 0.04, 0.3, 0.13)
+    ramp = pt.lens(win, mouth.x, my, *mouth.shapes[:, 0].T)
+    pt.over(win, ramp, mouth.lip_color)
+    inside = pt.lens(win, mouth.x, my, *mouth.shapes[:, 1].T)
+    pt.over(win, inside.copy(), MOUTH_INSIDE)  # a copy: compositing clips its ramp, the teeth need it unclipped
+    idx, sub = _faces_with(scene, scene.has.teeth)
+    if sub is None:
+        return
+    teeth = pt.lens(win, sub.mouth.x, my[: len(sub)], *sub.mouth.shapes[:, 2].T)
+    np.minimum(teeth, inside if idx is None else inside[idx], out=teeth)
+    pt.over(win, teeth, TEETH, idx)
+
+
+def _paint_hair_top(pt: _Painter, scene: _Scene) -> None:
+    """Hair over the top of the head; the hairline curves down at the temples."""
+    hair, hx = scene.hair, scene.head.x
+    cy = np.full(len(scene), HEAD_CY, F32)
+    win = pt.box(hx, HEAD_CY - 0.1, hair.cap_half_width.max(), 0.95)
+    ramp = pt.ellipse(win, hx, cy - 0.015, hair.cap_half_width, hair.cap_half_height)
+    du = pt.u[win[1]][None, None, :] - _c(hx)
+    line = _c(hair.hairline_y) + _c(hair.hairline_curvature) * du * du
+    np.minimum(ramp, pt.above(win, line), out=ramp)
+    pt.over(win, ramp, hair.color)
+
+
+def _paint_bangs(pt: _Painter, scene: _Scene) -> None:
+    """A scalloped fringe over the forehead."""
+    idx, sub = _faces_with(scene, scene.has.bangs)
+    if sub is None:
+        return
+    hair, hx, k = sub.hair, sub.head.x, len(sub)
+    win = pt.box(hx, HEAD_CY - 0.45, hair.cap_half_width.max(), 0.45)
+    ramp = pt.ellipse(win, hx, np.full(k, HEAD_CY - 0.015, F32), hair.cap_half_width + 0.005,
+                      hair.cap_half_height + 0.005)
+    du = pt.u[win[1]][None, None, :] - _c(hx)
+    fringe = -0.2 + 0.25 * du * du - 0.022 * np.abs(np.sin(du * 26.0))
+    np.minimum(ramp, pt.above(win, fringe.astype(F32)), out=ramp)
+    pt.over(win, ramp, hair.color, idx)
+
+
+def _paint_glasses(pt: _Painter, scene: _Scene) -> None:
+    """Tinted lenses, frames, bridge and arms."""
+    idx, sub = _faces_with(scene, scene.has.glasses)
+    if sub is None:
+        return
+    head, eyes, k = sub.head, sub.eyes, len(sub)
+    ey = np.full(k, EYE_Y + 0.005, F32)
+    win = pt.box(head.x, EYE_Y, head.half_width.max() + 0.05, 0.13)
+    # each lens as wide as its eye, so the far one is foreshortened like it
+    left_half_width = np.full(k, 0.13, F32) * (eyes.left_half_width / 0.085)
+    right_half_width = np.full(k, 0.13, F32) * (eyes.right_half_width / 0.085)
+    half_height = np.full(k, 0.1, F32)
+    lenses = pt.ellipse(win, eyes.left_x, ey, left_half_width, half_height, r=half_height)
+    np.maximum(lenses, pt.ellipse(win, eyes.right_x, ey, right_half_width, half_height, r=half_height), out=lenses)
+    pt.over(win, lenses, GLASSES_LENS, idx, opacity=0.3)
+    rim = np.full(k, 0.019, F32)
+    frame = pt.ring(win, eyes.left_x, ey, left_half_width, half_height, rim, r=half_height)
+    np.maximum(frame, pt.ring(win, eyes.right_x, ey, right_half_width, half_height, rim, r=half_height), out=frame)
+    bridge = pt.lens(win, (eyes.left_x + eyes.right_x) / 2, ey - 0.03, np.full(k, -0.016, F32),
+                     np.full(k, 0.0, F32), np.full(k, 0.016, F32), np.full(k, 0.0, F32),
+                     halfw=(eyes.right_x - eyes.left_x) / 2 - 0.1)
+    np.maximum(frame, bridge, out=frame)
+    left = eyes.left_x - left_half_width
+    right = eyes.right_x + right_half_width
+    for centre, end in (((left + (head.x - head.half_width)) / 2, left),
+                        ((right + (head.x + head.half_width)) / 2, right)):
+        arm = pt.lens(win, centre, ey - 0.035, np.full(k, -0.014, F32), np.full(k, 0.0, F32),
+                      np.full(k, 0.014, F32), np.full(k, 0.0, F32), halfw=np.abs(end - centre) + 0.004)
+        np.maximum(frame, arm, out=frame)
+    pt.over(win, frame, GLASSES_FRAME, idx)
+
+
+def _paint_hat(pt: _Painter, scene: _Scene) -> None:
+    """A dome over the skull and a band."""
+    idx, sub = _faces_with(scene, scene.has.hat)
+    if sub is None:
+        return
+    head, k = sub.head, len(sub)
+    win = pt.box(head.x, -0.7, head.half_width.max() + 0.2, 0.45)
+    dome = pt.ellipse(win, head.x, np.full(k, -0.36, F32), head.half_width + 0.1, np.full(k, 0.6, F32))
+    np.minimum(dome, pt.above(win, np.full(k, -0.36, F32)), out=dome)
+    pt.over(win, dome, HAT, idx)
+    band = pt.lens(win, head.x, np.full(k, -0.39, F32), np.full(k, -0.07, F32), np.full(k, 0.04, F32),
+                   np.full(k, 0.07, F32), np.full(k, 0.04, F32), halfw=head.half_width + 0.13)
+    pt.over(win, band, HAT_BAND, idx)
+
+
+_LAYERS = (
+    _paint_background, _paint_shirt, _paint_hair_behind, _paint_neck, _paint_ears, _paint_face, _paint_beard,
+    _paint_goatee, _paint_age, _paint_nose, _paint_cheeks, _paint_eyes, _paint_brows, _paint_mouth,
+    _paint_hair_top, _paint_bangs, _paint_glasses, _paint_hat,
+)
 
 
 # --- the dataset ---------------------------------------------------------------------------------
@@ -494,113 +1071,20 @@ class SyntheticFaces:
         return out
 
     # --- geometry --------------------------------------------------------------------------------
-    def _params(self, f: np.ndarray) -> dict:
-        """Per-image scene parameters (float32 (n,) arrays, colours (n, 3)) from factor rows."""
-        g = lambda name: f[:, _F[name]]  # noqa: E731
-        male = g("sex") == 1
-        old = g("age") == 1
-        vol = g("hair_volume").astype(F32)
-        s = ((g("rotation") - 2) / 2).astype(F32)  # yaw in -1..1; > 0: turned to the viewer's right
-        abs_s = np.abs(s)
-        P: dict = {"male": male, "old": old, "s": s, "vol": vol}
-        P["skin"] = SKIN_COLORS[g("skin_tone")]
-        P["hair"] = HAIR_COLORS[g("hair_color")]
-        P["hair_back"] = P["hair"] * 0.86
-        # head: upper half an ellipse; lower half a squarer (male) or narrower (female) jaw
-        a = FACE_HALF_WIDTHS[g("face_width")] * (1 - 0.05 * abs_s)
-        P["hx"] = (0.035 * s).astype(F32)
-        P["a"] = a.astype(F32)
-        # the jaw meets the cranium at full width; its exponent shapes it: a pointed (female) or
-        # square (male) chin, fuller when chubby or older
-        P["a_low"] = a.astype(F32)
-        P["b_low"] = np.where(male, 0.76, 0.8).astype(F32)
-        P["p_low"] = (np.where(male, 2.7, 1.95) + np.where(g("face_width") == 4, 0.35, 0.0)
-                      + np.where(old, 0.3, 0.0)).astype(F32)
-        # eyes
-        spread = EYE_DX * (1 - 0.14 * abs_s)
-        P["ex_l"] = (P["hx"] - spread + 0.12 * s).astype(F32)
-        P["ex_r"] = (P["hx"] + spread + 0.12 * s).astype(F32)
-        P["ew_l"] = (0.085 * (1 + 0.12 * s)).astype(F32)
-        P["ew_r"] = (0.085 * (1 - 0.12 * s)).astype(F32)
-        smiling = g("smile") >= 2
-        # a real smile narrows the eyes and lifts the cheeks
-        P["eh"] = (np.where(male, 0.046, 0.052) * np.where(smiling, 0.76, 1.0)).astype(F32)
-        P["iris_dx"] = (0.02 * s).astype(F32)
-        P["lid"] = np.where(male, 0.006, 0.016).astype(F32)
-        # eyebrows: thick and straight (male) or thin and arched (female)
-        P["by"] = np.where(male, -0.105, -0.125).astype(F32)
-        P["bh"] = np.where(male, 0.05, 0.03).astype(F32)
-        P["bk"] = np.where(male, 0.9, 3.4).astype(F32)
-        P["bw"] = np.where(male, 0.115, 0.11).astype(F32)
-        P["brow"] = P["hair"] * 0.55 + np.array([20, 14, 10], F32) * 0.45
-        # nose and mouth shift more with yaw than the eyes: they stand out of the face
-        P["nx"] = (P["hx"] + 0.2 * s).astype(F32)
-        P["nose_a"] = np.where(male, 0.075, 0.06).astype(F32)
-        P["mx"] = (P["hx"] + 0.15 * s).astype(F32)
-        mouth = MOUTHS[g("smile")].copy()  # (n, 3, 4)
-        mouth[:, :, [1, 3]] /= MOUTH_WIDTH**2
-        lipstick = g("lipstick") == 1
-        mouth[lipstick, 0, 0] *= 1.3  # painted lips look fuller
-        mouth[lipstick, 0, 2] *= 1.3
-        P["mouth"] = mouth
-        natural = P["skin"] * np.array([0.78, 0.56, 0.58], F32) + np.array([30, 8, 12], F32)
-        P["cheek"] = np.minimum(P["skin"] * np.array([1.04, 0.9, 0.9], F32) + np.array([14, 6, 8], F32), 255)
-        P["lips"] = np.where((g("lipstick") == 1)[:, None], LIPSTICK, natural).astype(F32)
-        # hair
-        P["hair_back_x"] = (P["hx"] - 0.05 * s).astype(F32)
-        P["hbx_a"] = (a + 0.045 + 0.045 * vol).astype(F32)
-        top = HEAD_CY - 0.03 - (HEAD_B_TOP + 0.06 + 0.055 * vol)
-        bottom = np.array([0.32, 0.55, 0.85, 0.85], F32)[g("hair_volume")]
-        P["hbx_cy"] = ((top + bottom) / 2).astype(F32)
-        P["hbx_b"] = ((bottom - top) / 2).astype(F32)
-        long_ = vol >= 2
-        P["hl_cy"] = np.where(long_, 0.33 + 0.2 * (vol - 2), 50.0).astype(F32)
-        P["hl_a"] = (a + 0.1 + 0.07 * (vol - 2)).astype(F32)
-        P["hl_b"] = np.where(long_, 0.62 + 0.2 * (vol - 2), 0.5).astype(F32)
-        P["cap_a"] = (a + 0.025 + 0.02 * vol).astype(F32)
-        P["cap_b"] = (HEAD_B_TOP + 0.035 + 0.035 * vol).astype(F32)
-        P["hairline"] = np.array([-0.53, -0.5, -0.48, -0.47], F32)[g("hair_volume")]
-        P["hairline_k"] = np.array([0.8, 1.0, 1.5, 1.7], F32)[g("hair_volume")]
-        # ears show with short hair only; the far ear tucks behind the head when it turns
-        short = vol <= 1
-        P["ear_l"] = np.where(short, P["hx"] - a * 0.97 - 0.07 * s, 50.0).astype(F32)
-        P["ear_r"] = np.where(short, P["hx"] + a * 0.97 - 0.07 * s, 50.0).astype(F32)
-        # beard
-        P["beard_col"] = P["hair"] * 0.68 + 6
-        P["stubble_col"] = P["hair"] * 0.45 + np.array([50, 40, 36], F32) * 0.55
-        # background and shirt
-        P["bg_top"] = BACKGROUND_TOP[g("background")]
-        P["bg_bottom"] = BACKGROUND_BOTTOM[g("background")]
-        P["shirt"] = SHIRT_COLORS[g("background")]
-        P["neck_a"] = np.where(male, 0.26, 0.22).astype(F32)
-        P["has"] = {
-            "bangs": g("bangs") == 1,
-            "glasses": g("eyeglasses") == 1,
-            "beard": g("beard") >= 2,
-            "stubble": g("beard") == 1,
-            "goatee": g("beard") == 2,
-            "full": g("beard") == 3,
-            "hat": g("hat") == 1,
-            "old": old,
-            "ears": short,
-            "teeth": g("smile") == 3,
-            "smiling": smiling,
-        }
-        return P
-
     def landmarks(self, factors) -> np.ndarray:
         """int64 (n, 10): CelebA's five landmarks (eyes, nose, mouth corners) as x, y pixels."""
-        P = self._params(self._check(factors))
+        scene = _scene(self._check(factors))
         ox, oy, scale = self.width / 2, self.height / 2, self.frame / 2
-        lips = P["mouth"][:, 0]
+        lips = scene.mouth.shapes[:, 0]
         half = np.sqrt(np.maximum((lips[:, 2] - lips[:, 0]) / np.maximum(lips[:, 1] - lips[:, 3], 1e-3), 0))
         corner_y = MOUTH_Y + lips[:, 0] + lips[:, 1] * half**2
+        eyes, nose_x, mouth_x = scene.eyes, scene.nose.x, scene.mouth.x
         pts = [
-            (P["ex_l"], np.full_like(P["ex_l"], EYE_Y)),
-            (P["ex_r"], np.full_like(P["ex_r"], EYE_Y)),
-            (P["nx"], np.full_like(P["nx"], NOSE_Y)),
-            (P["mx"] - half * 0.92, corner_y),
-            (P["mx"] + half * 0.92, corner_y),
+            (eyes.left_x, np.full_like(eyes.left_x, EYE_Y)),
+            (eyes.right_x, np.full_like(eyes.right_x, EYE_Y)),
+            (nose_x, np.full_like(nose_x, NOSE_Y)),
+            (mouth_x - half * 0.92, corner_y),
+            (mouth_x + half * 0.92, corner_y),
         ]
         cols = []
         for x, y in pts:
@@ -609,10 +1093,10 @@ class SyntheticFaces:
 
     def bboxes(self, factors) -> np.ndarray:
         """int64 (n, 4): x, y, width, height of the face (hair included) in pixels."""
-        P = self._params(self._check(factors))
+        head = _scene(self._check(factors)).head
         ox, oy, scale = self.width / 2, self.height / 2, self.frame / 2
-        x0 = (P["hx"] - P["a"] - 0.06) * scale + ox
-        x1 = (P["hx"] + P["a"] + 0.06) * scale + ox
+        x0 = (head.x - head.half_width - 0.06) * scale + ox
+        x1 = (head.x + head.half_width + 0.06) * scale + ox
         y0 = np.full_like(x0, (HEAD_CY - HEAD_B_TOP - 0.08) * scale + oy)
         y1 = np.full_like(x0, (HEAD_CY + 0.8) * scale + oy)
         return np.rint(np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)).astype(np.int64)
@@ -635,248 +1119,11 @@ class SyntheticFaces:
         return self.render(factors), factors
 
     def _render_chunk(self, f: np.ndarray) -> np.ndarray:
-        P = self._params(f)
-        n = len(f)
-        pt = _Painter(n, self.height, self.width, self.frame)
-        img = pt.img
-        has = P["has"]
-
-        # background: a vertical gradient, top to bottom
-        t = np.clip((pt.v + 1) / 2, 0, 1)[None, None, :, None]
-        img[:] = P["bg_top"][:, :, None, None] * (1 - t) + P["bg_bottom"][:, :, None, None] * t
-
-        # shirt / shoulders
-        win = pt.window(-1.2, 1.2, 0.85, 3.0)
-        zeros = np.zeros(n, F32)
-        ramp = pt.ellipse(win, zeros, zeros + 1.52, zeros + 1.1, zeros + 0.64, p=2.6, r=zeros + 0.64)
-        pt.over(win, ramp, P["shirt"])
-
-        # hair behind the head: a cap around the skull, and for long hair a mass down the back
-        a, hx = P["a"], P["hx"]
-        win = pt.box(P["hair_back_x"], HEAD_CY, P["hbx_a"].max(), HEAD_B_TOP + 0.3)
-        ramp = pt.ellipse(win, P["hair_back_x"], P["hbx_cy"], P["hbx_a"], P["hbx_b"])
-        pt.over(win, ramp, P["hair_back"])
-        sub = _Subset(P, P["vol"] >= 2)
-        if not sub.empty:
-            win = pt.window((sub["hair_back_x"] - sub["hl_a"]).min(), (sub["hair_back_x"] + sub["hl_a"]).max(),
-                            (sub["hl_cy"] - sub["hl_b"]).min(), (sub["hl_cy"] + sub["hl_b"]).max())
-            ramp = pt.ellipse(win, sub["hair_back_x"], sub["hl_cy"], sub["hl_a"], sub["hl_b"], p=3.0,
-                              r=np.minimum(sub["hl_a"], sub["hl_b"]))
-            pt.over(win, ramp, sub["hair_back"], sub.idx)
-
-        # neck (in shadow), drawn over the long hair behind it
-        win = pt.window(-0.45, 0.45, 0.4, 1.5)
-        ramp = pt.ellipse(win, hx * 0.5, np.full(n, 1.0, F32), P["neck_a"], np.full(n, 0.48, F32), p=4.0,
-                          r=P["neck_a"])
-        pt.over(win, ramp, P["skin"] * 0.84)
-
-        # ears (short hair only)
-        sub = _Subset(P, has["ears"])
-        if not sub.empty:
-            ey = np.full(len(sub["a"]), 0.07, F32)
-            for key in ("ear_l", "ear_r"):
-                win = pt.box(sub[key], 0.07, 0.09, 0.14)
-                ramp = pt.ellipse(win, sub[key], ey, np.full_like(ey, 0.075), np.full_like(ey, 0.125))
-                pt.over(win, ramp, sub["skin"] * 0.93, sub.idx)
-
-        # the face: upper half an ellipse, lower half the jaw (split at the row of the centre)
-        cy = np.full(n, HEAD_CY, F32)
-        split = int(np.clip(np.ceil(HEAD_CY / pt.pw + pt.H / 2 - 0.5), 0, pt.H))
-        ys, xs = pt.window((hx - a).min(), (hx + a).max(), HEAD_CY - HEAD_B_TOP, HEAD_CY)
-        win = (slice(ys.start, max(min(split, ys.stop), ys.start)), xs)
-        ramp = pt.ellipse(win, hx, cy, a, np.full(n, HEAD_B_TOP, F32))
-        pt.over(win, ramp, P["skin"])
-        ys, xs = pt.window((hx - a).min(), (hx + a).max(), HEAD_CY, HEAD_CY + 0.82)
-        win = (slice(min(max(ys.start, split), ys.stop), ys.stop), xs)
-        ramp = pt.ellipse(win, hx, cy, P["a_low"], P["b_low"], p=P["p_low"], r=np.minimum(P["a_low"], P["b_low"]))
-        pt.over(win, ramp, P["skin"])
-        # soft shading: the face is lit from the front, its rim falls off into shadow
-        win = pt.window((hx - a).min(), (hx + a).max(), HEAD_CY - HEAD_B_TOP, HEAD_CY + 0.85)
-        lit = pt.ellipse(win, hx + 0.04 * P["s"], cy + 0.02, a * 0.98, np.full(n, 0.9, F32), soft=0.22)
-        np.subtract(1.0, lit, out=lit)
-        head = pt.ellipse(win, hx, cy, a + 0.01, np.full(n, 0.85, F32))
-        np.minimum(lit, head, out=lit)
-        pt.over(win, lit, P["skin"] * np.array([0.8, 0.74, 0.74], F32), opacity=0.55)
-
-        # beard: full (opaque), stubble (translucent), goatee (around the mouth and chin)
-        sub = _Subset(P, has["full"] | has["stubble"])
-        if not sub.empty:
-            k = len(sub["a"])
-            win = pt.box(sub["hx"], 0.45, sub["a"].max() + 0.05, 0.5)
-            full = has["full"] if sub.idx is None else has["full"][sub.idx]
-            outer = pt.ellipse(win, sub["hx"], np.full(k, HEAD_CY, F32), sub["a_low"] + 0.02, sub["b_low"] + 0.05,
-                               p=sub["p_low"], r=sub["a_low"])
-            # no wider than the face: sideburns follow the cheek outline
-            side = pt.ellipse(win, sub["hx"], np.full(k, HEAD_CY, F32), sub["a"] + 0.012, np.full(k, HEAD_B_TOP + 0.2, F32))
-            np.minimum(outer, side, out=outer)
-            hole = pt.ellipse(win, sub["mx"], np.where(full, -0.02, -0.05).astype(F32), sub["a"] * np.where(full, 0.8, 0.84),
-                              np.where(full, 0.445, 0.49).astype(F32))
-            np.subtract(1.0, hole, out=hole)
-            np.minimum(outer, hole, out=outer)
-            np.minimum(outer, pt.below(win, np.full(k, 0.02, F32)), out=outer)
-            opacity = np.where(full, 1.0, 0.28)
-            color = np.where(full[:, None], sub["beard_col"], sub["stubble_col"])
-            pt.over(win, outer, color, sub.idx, opacity=opacity.astype(F32))
-        sub = _Subset(P, has["goatee"] | has["full"])
-        if not sub.empty:
-            k = len(sub["a"])
-            win = pt.box(sub["mx"], MOUTH_Y + 0.12, 0.3, 0.25)
-            chin = pt.ellipse(win, sub["mx"], np.full(k, MOUTH_Y + 0.13, F32), np.full(k, 0.125, F32),
-                              np.full(k, 0.17, F32))
-            stache = pt.lens(win, sub["mx"], np.full(k, MOUTH_Y, F32), np.full(k, -0.1, F32), np.full(k, 0.55, F32),
-                             np.full(k, 0.0, F32), np.full(k, 0.42, F32), halfw=np.full(k, 0.24, F32))
-            np.maximum(chin, stache, out=chin)
-            pt.over(win, chin, sub["beard_col"], sub.idx)
-
-        # age: forehead lines, smile folds, under-eye bags
-        sub = _Subset(P, has["old"])
-        if not sub.empty:
-            k = len(sub["a"])
-            line_col = sub["skin"] * np.array([0.66, 0.6, 0.6], F32)
-            win = pt.box(sub["hx"], -0.33, 0.24, 0.12)
-            ramp = None
-            for y, half in ((-0.26, 0.19), (-0.32, 0.17), (-0.38, 0.14)):
-                line = pt.lens(win, sub["hx"], np.full(k, y, F32), np.full(k, -0.014, F32), np.full(k, 0.7, F32),
-                               np.full(k, 0.014, F32), np.full(k, 0.7, F32), halfw=np.full(k, half, F32))
-                ramp = line if ramp is None else np.maximum(ramp, line, out=ramp)
-            pt.over(win, ramp, line_col, sub.idx, opacity=0.85)
-            # smile folds from the nose wings to beyond the mouth corners
-            win = pt.box(sub["mx"], MOUTH_Y - 0.05, 0.4, 0.25)
-            ramp = pt.ring(win, sub["mx"], np.full(k, MOUTH_Y - 0.12, F32), np.full(k, 0.31, F32),
-                           np.full(k, 0.27, F32), np.full(k, 0.02, F32))
-            band = pt.below(win, np.full(k, NOSE_Y - 0.02, F32))
-            np.minimum(band, pt.above(win, np.full(k, MOUTH_Y + 0.04, F32)), out=band)
-            np.minimum(ramp, band, out=ramp)
-            pt.over(win, ramp, line_col, sub.idx, opacity=0.9)
-            # bags: a shaded crescent under each eye with a crease below it
-            for ex, ew in (("ex_l", "ew_l"), ("ex_r", "ew_r")):
-                win = pt.box(sub[ex], EYE_Y + 0.06, 0.13, 0.11)
-                bag = pt.lens(win, sub[ex], np.full(k, EYE_Y, F32), np.full(k, 0.025, F32), np.full(k, 0.0, F32),
-                              np.full(k, 0.085, F32), np.full(k, -3.5, F32), halfw=sub[ew] * 1.1)
-                pt.over(win, bag, line_col, sub.idx, opacity=0.45)
-                ramp = pt.ring(win, sub[ex], np.full(k, EYE_Y + 0.005, F32), sub[ew] * 1.08, np.full(k, 0.085, F32),
-                               np.full(k, 0.012, F32))
-                np.minimum(ramp, pt.below(win, np.full(k, EYE_Y + 0.05, F32)), out=ramp)
-                pt.over(win, ramp, line_col, sub.idx, opacity=0.9)
-
-        # nose: a shadow under the tip, on the side the face turns away from
-        win = pt.box(P["nx"], NOSE_Y, 0.1, 0.07)
-        ramp = pt.ellipse(win, P["nx"] + 0.012 * P["s"], np.full(n, NOSE_Y, F32), P["nose_a"], np.full(n, 0.036, F32))
-        pt.over(win, ramp, P["skin"] * 0.72, opacity=0.75)
-        win = pt.box(P["nx"], NOSE_Y - 0.1, 0.1, 0.12)
-        side = np.where(P["s"] >= 0, -1.0, 1.0).astype(F32)
-        ramp = pt.lens(win, P["nx"] + side * 0.055, np.full(n, NOSE_Y - 0.06, F32), np.full(n, -0.11, F32),
-                       np.zeros(n, F32), np.full(n, 0.045, F32), np.zeros(n, F32), halfw=np.full(n, 0.011, F32))
-        pt.over(win, ramp, P["skin"] * 0.78, opacity=0.6)
-
-        # lifted cheeks when smiling
-        sub = _Subset(P, P["has"]["smiling"])
-        if not sub.empty:
-            k = len(sub["a"])
-            for ex in ("ex_l", "ex_r"):
-                cx = sub[ex] * 1.06
-                win = pt.box(cx, 0.22, 0.2, 0.16)
-                cheek = pt.ellipse(win, cx, np.full(k, 0.21, F32), np.full(k, 0.11, F32), np.full(k, 0.08, F32),
-                                   soft=0.07)
-                pt.over(win, cheek, sub["cheek"], sub.idx, opacity=0.55)
-
-        # eyes: white, iris, upper lid (thicker with eyelashes)
-        for ex, ew in (("ex_l", "ew_l"), ("ex_r", "ew_r")):
-            ey = np.full(n, EYE_Y, F32)
-            win = pt.box(P[ex], EYE_Y, 0.11, 0.08)
-            ramp = pt.ellipse(win, P[ex], ey, P[ew], P["eh"], r=P["eh"])
-            pt.over(win, ramp, SCLERA)
-            ramp = pt.ellipse(win, P[ex] + P["iris_dx"], ey + 0.004, P["eh"] * 0.88, P["eh"] * 0.88)
-            np.minimum(ramp, pt.ellipse(win, P[ex], ey, P[ew] + 0.01, P["eh"] + 0.01, r=P["eh"]), out=ramp)
-            pt.over(win, ramp, IRIS)
-            ramp = pt.ring(win, P[ex], ey, P[ew], P["eh"], P["lid"], r=P["eh"])
-            np.minimum(ramp, pt.above(win, ey - 0.005), out=ramp)
-            pt.over(win, ramp, LID)
-
-        # eyebrows
-        for ex in ("ex_l", "ex_r"):
-            win = pt.box(P[ex], P["by"].mean(), 0.15, 0.08)
-            half = P["bh"] / 2
-            ramp = pt.lens(win, P[ex], P["by"], -half, P["bk"], half, P["bk"], halfw=P["bw"])
-            pt.over(win, ramp, P["brow"])
-
-        # mouth: lips, the inside, teeth
-        my = np.full(n, MOUTH_Y, F32)
-        win = pt.box(P["mx"], MOUTH_Y + 0.04, 0.3, 0.13)
-        m = P["mouth"]
-        ramp = pt.lens(win, P["mx"], my, m[:, 0, 0], m[:, 0, 1], m[:, 0, 2], m[:, 0, 3])
-        pt.over(win, ramp, P["lips"])
-        inside = pt.lens(win, P["mx"], my, m[:, 1, 0], m[:, 1, 1], m[:, 1, 2], m[:, 1, 3])
-        ramp = inside.copy()
-        pt.over(win, ramp, MOUTH_INSIDE)
-        sub = _Subset(P, has["teeth"])
-        if not sub.empty:
-            teeth = pt.lens(win, sub["mx"], my[: len(sub["mx"])], sub["mouth"][:, 2, 0], sub["mouth"][:, 2, 1],
-                            sub["mouth"][:, 2, 2], sub["mouth"][:, 2, 3])
-            np.minimum(teeth, inside if sub.idx is None else inside[sub.idx], out=teeth)
-            pt.over(win, teeth, TEETH, sub.idx)
-
-        # hair over the top of the head (the hairline curves down at the temples)
-        win = pt.box(hx, HEAD_CY - 0.1, P["cap_a"].max(), 0.95)
-        ramp = pt.ellipse(win, hx, cy - 0.015, P["cap_a"], P["cap_b"])
-        du = pt.u[win[1]][None, None, :] - _c(hx)
-        line = _c(P["hairline"]) + _c(P["hairline_k"]) * du * du
-        np.minimum(ramp, pt.above(win, line), out=ramp)
-        pt.over(win, ramp, P["hair"])
-
-        # bangs: a scalloped fringe over the forehead
-        sub = _Subset(P, has["bangs"])
-        if not sub.empty:
-            k = len(sub["a"])
-            win = pt.box(sub["hx"], HEAD_CY - 0.45, sub["cap_a"].max(), 0.45)
-            ramp = pt.ellipse(win, sub["hx"], np.full(k, HEAD_CY - 0.015, F32), sub["cap_a"] + 0.005,
-                              sub["cap_b"] + 0.005)
-            du = pt.u[win[1]][None, None, :] - _c(sub["hx"])
-            fringe = -0.2 + 0.25 * du * du - 0.022 * np.abs(np.sin(du * 26.0))
-            np.minimum(ramp, pt.above(win, fringe.astype(F32)), out=ramp)
-            pt.over(win, ramp, sub["hair"], sub.idx)
-
-        # glasses: tinted lenses, frames, bridge and arms
-        sub = _Subset(P, has["glasses"])
-        if not sub.empty:
-            k = len(sub["a"])
-            ey = np.full(k, EYE_Y + 0.005, F32)
-            win = pt.box(sub["hx"], EYE_Y, sub["a"].max() + 0.05, 0.13)
-            ga = np.full(k, 0.13, F32)
-            gb = np.full(k, 0.1, F32)
-            lens_l = pt.ellipse(win, sub["ex_l"], ey, ga * (sub["ew_l"] / 0.085), gb, r=gb)
-            lens_r = pt.ellipse(win, sub["ex_r"], ey, ga * (sub["ew_r"] / 0.085), gb, r=gb)
-            np.maximum(lens_l, lens_r, out=lens_l)
-            pt.over(win, lens_l, GLASSES_LENS, sub.idx, opacity=0.3)
-            frame = pt.ring(win, sub["ex_l"], ey, ga * (sub["ew_l"] / 0.085), gb, np.full(k, 0.019, F32), r=gb)
-            np.maximum(frame, pt.ring(win, sub["ex_r"], ey, ga * (sub["ew_r"] / 0.085), gb, np.full(k, 0.019, F32),
-                                      r=gb), out=frame)
-            mid = (sub["ex_l"] + sub["ex_r"]) / 2
-            bridge = pt.lens(win, mid, ey - 0.03, np.full(k, -0.016, F32), np.full(k, 0.0, F32),
-                             np.full(k, 0.016, F32), np.full(k, 0.0, F32), halfw=(sub["ex_r"] - sub["ex_l"]) / 2 - 0.1)
-            np.maximum(frame, bridge, out=frame)
-            left = sub["ex_l"] - ga * (sub["ew_l"] / 0.085)
-            right = sub["ex_r"] + ga * (sub["ew_r"] / 0.085)
-            arm_l_c = (left + (sub["hx"] - sub["a"])) / 2
-            arm_r_c = (right + (sub["hx"] + sub["a"])) / 2
-            for centre, end in ((arm_l_c, left), (arm_r_c, right)):
-                arm = pt.lens(win, centre, ey - 0.035, np.full(k, -0.014, F32), np.full(k, 0.0, F32),
-                              np.full(k, 0.014, F32), np.full(k, 0.0, F32), halfw=np.abs(end - centre) + 0.004)
-                np.maximum(frame, arm, out=frame)
-            pt.over(win, frame, GLASSES_FRAME, sub.idx)
-
-        # hat: a dome over the skull and a band
-        sub = _Subset(P, has["hat"])
-        if not sub.empty:
-            k = len(sub["a"])
-            win = pt.box(sub["hx"], -0.7, sub["a"].max() + 0.2, 0.45)
-            dome = pt.ellipse(win, sub["hx"], np.full(k, -0.36, F32), sub["a"] + 0.1, np.full(k, 0.6, F32))
-            np.minimum(dome, pt.above(win, np.full(k, -0.36, F32)), out=dome)
-            pt.over(win, dome, HAT, sub.idx)
-            band = pt.lens(win, sub["hx"], np.full(k, -0.39, F32), np.full(k, -0.07, F32), np.full(k, 0.04, F32),
-                           np.full(k, 0.07, F32), np.full(k, 0.04, F32), halfw=sub["a"] + 0.13)
-            pt.over(win, band, HAT_BAND, sub.idx)
-        return img
+        scene = _scene(f)
+        painter = _Painter(len(f), self.height, self.width, self.frame)
+        for paint in _LAYERS:
+            paint(painter, scene)
+        return painter.img
 
 
 # --- partitions and packed datasets --------------------------------------------------------------
