@@ -120,6 +120,16 @@ def _finite_or_none(value: float) -> float | None:
     return None if not math.isfinite(value) else float(value)
 
 
+OUTPUT_FILES = {
+    "attribute_frequencies_csv": "attribute_frequencies.csv",
+    "attribute_frequencies_png": "attribute_frequencies.png",
+    "correlation_heatmap_png": "correlation_heatmap.png",
+    "correlation_matrix_csv": "correlation_matrix.csv",
+    "top_correlations_csv": "top_correlations.csv",
+    "summary_json": "summary.json",
+}
+
+
 def explore(dataset: PackedDataset, out_dir: str | os.PathLike) -> dict:
     """Write frequency/correlation tables and figures into ``out_dir``; return the summary."""
     if len(dataset) == 0:
@@ -133,20 +143,56 @@ def explore(dataset: PackedDataset, out_dir: str | os.PathLike) -> dict:
     stats = attribute_statistics(dataset.attributes)
     corr, constant = phi_correlation(dataset.attributes)
     pairs = top_pairs(corr, names, constant)
-    constant_names = [n for n, c in zip(names, constant) if c]
+    per_attribute = _per_attribute(names, stats, constant)
+    summary = {
+        "dataset": str(dataset.root),
+        "count": len(dataset),
+        "image_size": [dataset.meta.height, dataset.meta.width],
+        "num_attributes": len(names),
+        "attributes": per_attribute,
+        "constant_attributes": [n for n, c in zip(names, constant) if c],
+        "top_correlations": pairs,
+        "most_imbalanced": _most_imbalanced(names, stats),
+        "mean_abs_correlation": round(float(_mean_offdiag_abs(corr, constant)), 4),
+        # Row i, column j: phi correlation of attributes i and j; null where either is constant.
+        "correlation": [
+            [None if constant[i] or constant[j] else round(float(corr[i, j]), 4) for j in range(len(names))]
+            for i in range(len(names))
+        ],
+        "factors": _factor_info(dataset),
+        "integrity": dataset.integrity,
+        "notes": _notes(names, constant, per_attribute),
+        "files": dict(OUTPUT_FILES),
+    }
 
-    per_attribute = {}
-    for i, name in enumerate(names):
-        per_attribute[name] = {
+    _write_frequencies_csv(out / OUTPUT_FILES["attribute_frequencies_csv"], names, stats)
+    _write_matrix_csv(out / OUTPUT_FILES["correlation_matrix_csv"], names, corr, constant)
+    _write_pairs_csv(out / OUTPUT_FILES["top_correlations_csv"], pairs, per_attribute)
+    plot_frequencies(out / OUTPUT_FILES["attribute_frequencies_png"], names, stats["rates"], constant,
+                     title=f"Attribute positive rates — {dataset.root.name} ({len(dataset):,} images)")
+    plot_correlation_heatmap(out / OUTPUT_FILES["correlation_heatmap_png"], names, corr, constant,
+                             title=f"Attribute correlation (phi) — {dataset.root.name}")
+    write_json_atomic(out / OUTPUT_FILES["summary_json"], summary)
+    return summary
+
+
+def _per_attribute(names: list[str], stats: dict, constant: np.ndarray) -> dict[str, dict]:
+    return {
+        name: {
             "positives": int(stats["positives"][i]),
             "rate": round(float(stats["rates"][i]), 6),
             "imbalance_ratio": _finite_or_none(round(float(stats["imbalance"][i]), 4)),
             "celeba_reference_rate": CELEBA_ATTRIBUTE_RATES.get(name),
             "constant": bool(constant[i]),
         }
-    # Most imbalanced first; constant attributes (infinite ratio) lead the list.
+        for i, name in enumerate(names)
+    }
+
+
+def _most_imbalanced(names: list[str], stats: dict) -> list[dict]:
+    """Most imbalanced first; constant attributes (infinite ratio) lead the list."""
     order = sorted(range(len(names)), key=lambda i: (-stats["imbalance"][i], names[i]))
-    most_imbalanced = [
+    return [
         {
             "name": names[i],
             "rate": round(float(stats["rates"][i]), 6),
@@ -155,7 +201,11 @@ def explore(dataset: PackedDataset, out_dir: str | os.PathLike) -> dict:
         for i in order[:MOST_IMBALANCED]
     ]
 
+
+def _notes(names: list[str], constant: np.ndarray, per_attribute: dict[str, dict]) -> list[str]:
+    """What a reader of the figures should know: constant attributes, the largest gap to CelebA."""
     notes = []
+    constant_names = [n for n, c in zip(names, constant) if c]
     if constant_names:
         notes.append(
             f"{len(constant_names)} constant attribute(s) (rate 0 or 1): {', '.join(constant_names)}; "
@@ -170,45 +220,7 @@ def explore(dataset: PackedDataset, out_dir: str | os.PathLike) -> dict:
             f"largest gap to CelebA's published rates: {gap_name} "
             f"({per_attribute[gap_name]['rate']:.3f} here vs {CELEBA_ATTRIBUTE_RATES[gap_name]:.2f})"
         )
-
-    files = {
-        "attribute_frequencies_csv": "attribute_frequencies.csv",
-        "attribute_frequencies_png": "attribute_frequencies.png",
-        "correlation_heatmap_png": "correlation_heatmap.png",
-        "correlation_matrix_csv": "correlation_matrix.csv",
-        "top_correlations_csv": "top_correlations.csv",
-        "summary_json": "summary.json",
-    }
-    summary = {
-        "dataset": str(dataset.root),
-        "count": len(dataset),
-        "image_size": [dataset.meta.height, dataset.meta.width],
-        "num_attributes": len(names),
-        "attributes": per_attribute,
-        "constant_attributes": constant_names,
-        "top_correlations": pairs,
-        "most_imbalanced": most_imbalanced,
-        "mean_abs_correlation": round(float(_mean_offdiag_abs(corr, constant)), 4),
-        # Row i, column j: phi correlation of attributes i and j; null where either is constant.
-        "correlation": [
-            [None if constant[i] or constant[j] else round(float(corr[i, j]), 4) for j in range(len(names))]
-            for i in range(len(names))
-        ],
-        "factors": _factor_info(dataset),
-        "integrity": dataset.integrity,
-        "notes": notes,
-        "files": files,
-    }
-
-    _write_frequencies_csv(out / files["attribute_frequencies_csv"], names, stats)
-    _write_matrix_csv(out / files["correlation_matrix_csv"], names, corr, constant)
-    _write_pairs_csv(out / files["top_correlations_csv"], pairs, per_attribute)
-    plot_frequencies(out / files["attribute_frequencies_png"], names, stats["rates"], constant,
-                     title=f"Attribute positive rates — {dataset.root.name} ({len(dataset):,} images)")
-    plot_correlation_heatmap(out / files["correlation_heatmap_png"], names, corr, constant,
-                             title=f"Attribute correlation (phi) — {dataset.root.name}")
-    write_json_atomic(out / files["summary_json"], summary)
-    return summary
+    return notes
 
 
 def _mean_offdiag_abs(corr: np.ndarray, constant: np.ndarray) -> float:
@@ -223,7 +235,8 @@ def _mean_offdiag_abs(corr: np.ndarray, constant: np.ndarray) -> float:
 def _write_frequencies_csv(path: Path, names: list[str], stats: dict) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["attribute", "positives", "negatives", "rate", "imbalance_ratio", "celeba_reference_rate", "constant"])
+        w.writerow(["attribute", "positives", "negatives", "rate", "imbalance_ratio", "celeba_reference_rate",
+                    "constant"])
         for i, name in enumerate(names):
             ratio = stats["imbalance"][i]
             ref = CELEBA_ATTRIBUTE_RATES.get(name)
@@ -352,10 +365,9 @@ def format_summary(summary: dict, top: int = 10) -> str:
         for p in summary["top_correlations"][:top]:
             lines.append(f"  {p['r']:+.3f}  {p['a']} ~ {p['b']}")
     if summary["most_imbalanced"]:
-        worst = ", ".join(
-            f"{m['name']} ({'constant' if m['imbalance_ratio'] is None else format(m['imbalance_ratio'], '.0f') + ':1'})"
-            for m in summary["most_imbalanced"][:5]
-        )
+        ratios = ["constant" if m["imbalance_ratio"] is None else f"{m['imbalance_ratio']:.0f}:1"
+                  for m in summary["most_imbalanced"][:5]]
+        worst = ", ".join(f"{m['name']} ({ratio})" for m, ratio in zip(summary["most_imbalanced"], ratios))
         lines.append(f"most imbalanced: {worst}")
     if summary.get("factors"):
         lines.append("factors: " + ", ".join(f"{f['name']} ({f['size']})" for f in summary["factors"]))

@@ -27,6 +27,8 @@ import multiprocessing as mp
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,7 @@ LANDMARK_NAMES = [
     "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
 ]
 TASK_SIZE = 64  # images per work unit
+ZIP_DATE = (2015, 9, 28, 0, 0, 0)
 
 
 def image_name(index: int) -> str:
@@ -123,7 +126,8 @@ def write_annotations(out: Path, names: list[str], attributes: np.ndarray, parti
                       landmarks: np.ndarray | None = None) -> None:
     n = len(names)
     _write_text(out / "list_attr_celeba.txt",
-                [str(n), " ".join(CELEBA_ATTRIBUTES)] + [format_attr_row(nm, row) for nm, row in zip(names, attributes)])
+                [str(n), " ".join(CELEBA_ATTRIBUTES)]
+                + [format_attr_row(nm, row) for nm, row in zip(names, attributes)])
     _write_text(out / "list_eval_partition.txt", (f"{nm} {int(p)}" for nm, p in zip(names, partition)))
     _write_text(out / "identity_CelebA.txt", (f"{nm} {int(i)}" for nm, i in zip(names, identity)))
     if bboxes is not None:
@@ -167,8 +171,6 @@ def write_fake_celeba(
     instead of the folder. ``workers``: render/encode processes (default: one per core, at
     most 8, and 1 for small ``n``). The same ``n`` and ``seed`` always give the same files.
     """
-    from tqdm.auto import tqdm
-
     if n < 1:
         raise ValueError("n must be at least 1")
     if n > 999_999:
@@ -182,60 +184,91 @@ def write_fake_celeba(
     factors = faces.sample_factors(n, rng)
     partition = generate_celeba_like_partition(n)
     identity = generate_identities(partition, rng)
-    names = [image_name(i) for i in range(n)]
 
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if n >= 1000 else 1
-    tasks = [(lo, min(lo + TASK_SIZE, n)) for lo in range(0, n, TASK_SIZE)]
-    workers = max(1, min(int(workers), len(tasks)))
-    folder = None
-    if not zip:
-        folder = out / IMAGE_FOLDER
-        folder.mkdir()
-    zip_tmp = out / (IMAGE_ZIP + ".tmp")
-    archive = zipfile.ZipFile(zip_tmp, "w", zipfile.ZIP_STORED) if zip else None
-    if archive is not None:
-        archive.writestr(zipfile.ZipInfo(IMAGE_FOLDER + "/", date_time=(2015, 9, 28, 0, 0, 0)), b"")
-    pending: dict[int, list[bytes]] = {}
-    next_start = 0
+    images = _ImageJobs(factors, int(jpeg_quality), int(workers), progress)
+    if zip:
+        _write_image_zip(out, images)
+    else:
+        _write_image_folder(out, images)
 
-    def record(result) -> None:
-        nonlocal next_start
-        start, encoded = result
-        if archive is not None:
-            pending[start] = encoded
-            while next_start in pending:  # members in file order
-                for offset, data in enumerate(pending.pop(next_start)):
-                    info = zipfile.ZipInfo(f"{IMAGE_FOLDER}/{image_name(next_start + offset)}",
-                                           date_time=(2015, 9, 28, 0, 0, 0))
-                    archive.writestr(info, data, compress_type=zipfile.ZIP_STORED)
-                next_start += TASK_SIZE
-        bar.update(min(TASK_SIZE, n - start))
-
-    bar = tqdm(total=n, unit="img", desc="fake celeba", disable=not progress)
-    try:
-        init_args = (factors, None if folder is None else str(folder), int(jpeg_quality))
-        if workers == 1:
-            _init_worker(*init_args)
-            for task in tasks:
-                record(_work(task))
-        else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with mp.get_context(method).Pool(workers, _init_worker, init_args) as pool:
-                for result in pool.imap_unordered(_work, tasks):
-                    record(result)
-    finally:
-        bar.close()
-        if archive is not None:
-            archive.close()
-    if archive is not None:
-        os.replace(zip_tmp, out / IMAGE_ZIP)
-
+    names = [image_name(i) for i in range(n)]
     write_annotations(out, names, faces.all_celeba_attributes(factors), partition, identity,
                       bboxes=faces.bboxes(factors), landmarks=faces.landmarks(factors))
+    _write_ground_truth(out, faces, factors, seed)
+    return out
+
+
+@dataclass
+class _ImageJobs:
+    """What to render and encode, and how: the factor rows, JPEG quality, processes, progress bar."""
+
+    factors: np.ndarray
+    quality: int
+    workers: int
+    progress: bool
+
+    def run(self, folder: Path | None, on_result: Callable[[int, list[bytes] | None], None]) -> None:
+        """Render every image; ``on_result(start, encoded)`` for each work unit, in completion order.
+
+        With a ``folder`` the workers write the files themselves and ``encoded`` is None.
+        """
+        from tqdm.auto import tqdm
+
+        n = len(self.factors)
+        tasks = [(lo, min(lo + TASK_SIZE, n)) for lo in range(0, n, TASK_SIZE)]
+        workers = max(1, min(self.workers, len(tasks)))
+        init_args = (self.factors, None if folder is None else str(folder), self.quality)
+        with tqdm(total=n, unit="img", desc="fake celeba", disable=not self.progress) as bar:
+            for start, encoded in _results(tasks, workers, init_args):
+                on_result(start, encoded)
+                bar.update(min(TASK_SIZE, n - start))
+
+
+def _results(tasks: list[tuple[int, int]], workers: int, init_args: tuple):
+    if workers == 1:
+        _init_worker(*init_args)
+        for task in tasks:
+            yield _work(task)
+        return
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(workers, _init_worker, init_args) as pool:
+        yield from pool.imap_unordered(_work, tasks)
+
+
+def _write_image_folder(out: Path, images: _ImageJobs) -> None:
+    folder = out / IMAGE_FOLDER
+    folder.mkdir()
+    images.run(folder, lambda start, encoded: None)
+
+
+def _write_image_zip(out: Path, images: _ImageJobs) -> None:
+    """``img_align_celeba.zip``, members in file order, written under a temporary name until complete."""
+    zip_tmp = out / (IMAGE_ZIP + ".tmp")
+    pending: dict[int, list[bytes]] = {}
+    next_start = 0
+    with zipfile.ZipFile(zip_tmp, "w", zipfile.ZIP_STORED) as archive:
+        # a fixed date (CelebA's release) keeps the archive byte-identical for the same n and seed
+        archive.writestr(zipfile.ZipInfo(IMAGE_FOLDER + "/", date_time=ZIP_DATE), b"")
+
+        def add_in_order(start: int, encoded: list[bytes] | None) -> None:
+            nonlocal next_start
+            pending[start] = encoded
+            while next_start in pending:
+                for offset, data in enumerate(pending.pop(next_start)):
+                    info = zipfile.ZipInfo(f"{IMAGE_FOLDER}/{image_name(next_start + offset)}", date_time=ZIP_DATE)
+                    archive.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+                next_start += TASK_SIZE
+
+        images.run(None, add_in_order)
+    os.replace(zip_tmp, out / IMAGE_ZIP)
+
+
+def _write_ground_truth(out: Path, faces: SyntheticFaces, factors: np.ndarray, seed: int) -> None:
     np.save(out / "factors.npy", factors)
     info = factor_info(faces) | {
-        "count": n,
+        "count": len(factors),
         "seed": seed,
         "image_size": [CELEBA_HEIGHT, CELEBA_WIDTH],
         "frame": CELEBA_CROP,
@@ -243,7 +276,6 @@ def write_fake_celeba(
                 "identities are random labels without image signal",
     }
     (out / "synthetic_factors.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
 
 
 __all__ = ["write_fake_celeba", "generate_celeba_like_partition", "generate_identities", "image_name",
