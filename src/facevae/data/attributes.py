@@ -49,7 +49,6 @@ CELEBA_ATTRIBUTES: list[str] = list(CELEBA_ATTRIBUTE_RATES)
 
 # The official partition sizes (train, valid, test) of CelebA's list_eval_partition.txt.
 CELEBA_PARTITION_SIZES = (162_770, 19_867, 19_962)
-CELEBA_IMAGE_COUNT = sum(CELEBA_PARTITION_SIZES)
 
 PARTITION_NAMES = ("train", "valid", "test")
 

@@ -82,7 +82,9 @@ def parse_attr_txt(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     try:
         declared = int(count_text)
     except ValueError:
-        raise AnnotationError(path, count_line, f"first line should be the image count, got {count_text[:40]!r}") from None
+        raise AnnotationError(
+            path, count_line, f"first line should be the image count, got {count_text[:40]!r}"
+        ) from None
     names = names_text.split()
     if len(set(names)) != len(names):
         raise AnnotationError(path, names_line, "attribute names repeat")
@@ -125,7 +127,9 @@ def parse_attr_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return ids, names, np.asarray(rows, np.uint8).reshape(len(ids), len(names))
 
 
-def parse_id_value_file(path: Path, known_ids: dict[str, int], what: str, allowed: set[int] | None = None) -> np.ndarray:
+def parse_id_value_file(
+    path: Path, known_ids: dict[str, int], what: str, allowed: set[int] | None = None
+) -> np.ndarray:
     """Files of ``id value`` rows (partition, identity), txt or csv; returns values in ``known_ids`` order.
 
     Rows naming an id that the attribute file does not have are an error (an unknown image id);
@@ -194,7 +198,8 @@ def find_layout(src: str | Path) -> CelebaLayout:
         root, image_path = src, None
     attr = _find(root, (ATTR_TXT, ATTR_CSV))
     if attr is None:
-        raise DatasetError(f"{root}: no {ATTR_TXT} or {ATTR_CSV} found (looked in {', '.join(s or '.' for s in SEARCH_SUBDIRS)})")
+        looked = ", ".join(s or "." for s in SEARCH_SUBDIRS)
+        raise DatasetError(f"{root}: no {ATTR_TXT} or {ATTR_CSV} found (looked in {looked})")
     if image_path is None:
         folder = _find(root, (IMAGE_FOLDER,))
         # Kaggle's copy nests the folder twice: img_align_celeba/img_align_celeba/*.jpg

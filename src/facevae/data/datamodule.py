@@ -387,9 +387,6 @@ class PackedDataModule(L.LightningDataModule):
     def test_factors(self) -> np.ndarray | None:
         return self.part_factors("test")
 
-    def test_indices(self) -> np.ndarray:
-        return self.indices("test")
-
     def dataset(self, part: str) -> PackedImageDataset:
         part = _part_name(part)
         if part not in self._datasets:

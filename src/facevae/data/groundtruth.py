@@ -46,7 +46,6 @@ import numpy as np
 DSPRITES_FACTORS = ["color", "shape", "scale", "orientation", "position_x", "position_y"]
 DSPRITES_SIZES = [1, 3, 6, 40, 32, 32]
 SHAPES3D_FACTORS = ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
-SHAPES3D_SIZES = [10, 10, 10, 8, 4, 15]
 
 
 class GroundTruthFileError(ValueError):
@@ -177,7 +176,9 @@ class DSprites(_GroundTruthFile):
         self.path = Path(path)
         self.channels = channels
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such file (dSprites: dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz)")
+            raise FileNotFoundError(
+                f"{self.path}: no such file (dSprites: dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz)"
+            )
         if not zipfile.is_zipfile(self.path):
             raise GroundTruthFileError(f"{self.path}: not an .npz file")
         with np.load(self.path, allow_pickle=False) as data:

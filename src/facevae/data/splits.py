@@ -362,7 +362,8 @@ def plot_distribution(path: Path, report: dict) -> None:
         if all(r is None for r in rates):
             continue
         label = f"{part} ({report['sizes'][part]:,})"
-        top.bar(x + (k - 1) * width, [np.nan if r is None else r for r in rates], width, color=colours[part], label=label)
+        top.bar(x + (k - 1) * width, [np.nan if r is None else r for r in rates], width, color=colours[part],
+                label=label)
         bottom.bar(x + (k - 1) * width, [np.nan if d is None else 100 * d for d in devs], width, color=colours[part],
                    label=label)
     overall = [report["attributes"][nm]["overall"] for nm in names]
