@@ -44,6 +44,7 @@ import torch
 import torch._dynamo
 
 from baselines import JpegFolderDataset  # bench/ is on sys.path when a bench script runs
+from facevae.models.likelihoods import bits_per_dim
 
 ALL = ("speed", "model", "memory", "quality", "gpu")
 DEFAULT_ONLY = "speed,model,memory,gpu"
@@ -569,7 +570,7 @@ def table(r: dict) -> str:
             add(f"| test bits/dim, importance-weighted (k={r.get('quality_eval_k', '?')}, {r['iw_images']} images) | {r['test_bits_per_dim_iw']:.3f} "
                 f"| independent per-sub-pixel histograms: {h:.3f} | {r['test_bits_per_dim_iw'] / h:.2f}x |")
         add(f"| test reconstruction term −log p(x|z) | {r['test_recon']:,.0f} nats/image "
-            f"({r['test_recon'] / (12288 * 0.6931471805599453):.3f} bits/dim); KL {r['test_kl']:.1f} nats | | |")
+            f"({float(bits_per_dim(-r['test_recon'], 12288)):.3f} bits/dim); KL {r['test_kl']:.1f} nats | | |")
         add(f"| reconstruction MSE on [0, 255], posterior mean, 512 test images | {r['recon_mse_255']:.1f} "
             f"| mean training image: {r['mean_image_mse_255']:.1f} | {r['recon_mse_255'] / r['mean_image_mse_255']:.3f}x |")
     if "gpu" in r:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facevae.common.threads import share_cores, threads_per_process
 from facevae.data.attributes import CELEBA_ATTRIBUTES
+
+# pytest-xdist runs several workers on the machine's cores: each takes its share, and the training
+# subprocesses the tests start inherit it (torch reads OMP_NUM_THREADS when it is first imported).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(threads_per_process(_workers))
+    share_cores(_workers)
 
 
 def celeba_image(i: int) -> Image.Image:

@@ -130,7 +130,7 @@ def test_analytic_kl_matches_monte_carlo():
     with torch.no_grad():  # a posterior well away from the prior
         net.to_posterior.bias[:8] = 1.0
         net.to_posterior.bias[8:] = -1.0
-    posterior = net.encode(batch(2)[0])
+    posterior = net.posterior(batch(2)[0])
     prior = net.prior(2)
     analytic = kl_divergence(posterior, prior)
     z = posterior.sample((20000,))
@@ -199,7 +199,7 @@ def test_importance_estimate_is_exact_when_the_decoder_ignores_z():
     exact = net.decode(torch.zeros(4, 8)).log_prob(x)
     torch.manual_seed(0)
     torch.testing.assert_close(net.importance_log_likelihood(x, k=400), exact, atol=0.3, rtol=0)
-    kl = kl_divergence(net.encode(x), net.prior(4))
+    kl = kl_divergence(net.posterior(x), net.prior(4))
     torch.testing.assert_close(net.loss(x, kl_weight=1.0)["elbo"], (exact - kl).mean())
 
 
@@ -287,3 +287,22 @@ def test_default_cvae_has_a_few_million_parameters():
     n = sum(p.numel() for p in net.parameters())
     assert 3e6 < n < 8e6
     assert net.latent_dim == 64 and net.num_conditions == 40 and net.num_dims == 3 * 64 * 64
+
+
+def test_latents_are_the_posterior_in_the_priors_coordinates_with_its_kl():
+    net = make("cvae").eval()
+    x, c = batch(3)
+    with torch.no_grad():
+        q = net.posterior(x, c)
+        latents = net.encode(x, c)
+    assert [g.name for g in latents.groups] == ["z"] and latents.groups[0].units == slice(0, 8)
+    torch.testing.assert_close(latents.codes(), q.mean)  # a flat VAE's prior is N(0, I): the codes are z
+    torch.testing.assert_close(latents.codes("z"), latents.codes("all"))
+    torch.testing.assert_close(latents.kl_per_unit().sum(1), kl_divergence(q, net.prior(3)))
+    assert latents.unit_groups() == ["z"] * 8
+    with pytest.raises(ValueError, match="no latent group 'top'"):
+        latents.codes("top")
+    # prior codes are N(0, T²) in these coordinates, the same draw for the same generator
+    a = net.prior_codes(4000, 0.5, torch.Generator().manual_seed(1))
+    b = net.prior_codes(4000, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == (4000, 8) and abs(float(a.std()) - 0.5) < 0.02

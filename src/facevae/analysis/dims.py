@@ -53,10 +53,12 @@ from typing import Sequence
 
 import numpy as np
 
+from facevae.analysis.shared import group_stem
 from facevae.common.files import write_json_atomic
+from facevae.common.information import entropy, mutual_information
 
 BINS = 20
-VARIANCE_THRESHOLD = 0.01  # Burda et al. 2016
+VARIANCE_THRESHOLD = 0.01  # Burda et al. 2016: Var_x(E[z_d|x]) below this, dimension d carries no information
 KL_THRESHOLD = 0.01  # nats
 MIN_PER_BIN = 20  # fewer bins for small test sets: the plug-in MI is badly biased with sparse bins
 MIN_SCORE = 0.1  # below this a dimension "tracks" nothing in the assignment
@@ -64,13 +66,6 @@ CONDITIONED_THRESHOLD = 0.99  # share of a factor's entropy the condition explai
 
 
 # --- the numbers -----------------------------------------------------------------------------------
-def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """Mean over images of KL(N(mu, exp(logvar)) || N(0, 1)) per dimension, nats, (D,), >= 0."""
-    mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
-    kl = 0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar)
-    return np.clip(kl.mean(axis=0), 0.0, None)
-
-
 def discretize(codes: np.ndarray, bins: int = BINS) -> np.ndarray:
     """Each column of (N, D) ``codes`` as bin indices 0..bins-1 of equal-frequency (quantile) bins."""
     codes = np.asarray(codes, np.float64)
@@ -82,26 +77,6 @@ def discretize(codes: np.ndarray, bins: int = BINS) -> np.ndarray:
         edges = np.quantile(codes[:, d], qs)
         out[:, d] = np.searchsorted(edges, codes[:, d], side="right")
     return out
-
-
-def entropy(labels: np.ndarray) -> float:
-    """Plug-in entropy (nats) of a vector of non-negative integer labels."""
-    counts = np.bincount(np.asarray(labels, np.int64))
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-def mutual_information(a: np.ndarray, b: np.ndarray) -> float:
-    """Plug-in mutual information (nats) of two integer label vectors (as sklearn's mutual_info_score)."""
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    _, a = np.unique(a, return_inverse=True)
-    _, b = np.unique(b, return_inverse=True)
-    nb = int(b.max()) + 1 if len(b) else 1
-    joint = np.bincount(a * nb + b, minlength=(int(a.max()) + 1) * nb).reshape(-1, nb).astype(np.float64)
-    joint /= joint.sum()
-    pa, pb = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
-    nz = joint > 0
-    return float(max(0.0, (joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum()))
 
 
 def effective_bins(n: int, bins: int = BINS) -> int:
@@ -167,10 +142,10 @@ def name_dimensions(scores: np.ndarray, names: Sequence[str]) -> list[dict]:
     for d, row in enumerate(scores):
         order = np.argsort(-row, kind="stable")
         best = int(order[0])
-        entry = {"dim": d, "name": names[best], "score": _r(row[best])}
+        entry = {"dim": d, "name": names[best], "score": _rounded(row[best])}
         if len(order) > 1:
             second = int(order[1])
-            entry["runner_up"] = {"name": names[second], "score": _r(row[second])}
+            entry["runner_up"] = {"name": names[second], "score": _rounded(row[second])}
         else:
             entry["runner_up"] = None
         out.append(entry)
@@ -198,8 +173,8 @@ def match_targets(scores: np.ndarray, names: Sequence[str], candidates: Sequence
         d2 = int(dims[order[1]]) if len(order) > 1 else None
         s2 = float(sub[order[1], k]) if len(order) > 1 else 0.0
         mutual = bool(best_target_of_dim[d1] == k)
-        rows.append({"name": name, "dim": d1, "score": _r(s1), "second_dim": d2, "second_score": _r(s2),
-                     "margin": _r(s1 - s2), "mutual": mutual})
+        rows.append({"name": name, "dim": d1, "score": _rounded(s1), "second_dim": d2, "second_score": _rounded(s2),
+                     "margin": _rounded(s1 - s2), "mutual": mutual})
         if mutual and s1 >= min_score:
             assignment[name] = d1
     return rows, assignment
@@ -217,18 +192,19 @@ def condition_explains(factors: np.ndarray, conditions: np.ndarray) -> np.ndarra
     return np.clip(out, 0.0, 1.0)
 
 
-def _r(x, digits: int = 4):
+def _rounded(x, digits: int = 4):
     x = float(x)
     return round(x, digits) if math.isfinite(x) else None
 
 
 # --- a run --------------------------------------------------------------------------------------------
-def dimension_table(mu: np.ndarray, logvar: np.ndarray, targets: np.ndarray, names: Sequence[str],
+def dimension_table(codes: np.ndarray, kl: np.ndarray, targets: np.ndarray, names: Sequence[str],
                     kind: str = "factors", *, bins: int = BINS, variance_threshold: float = VARIANCE_THRESHOLD,
                     kl_threshold: float = KL_THRESHOLD, min_score: float = MIN_SCORE) -> dict:
-    """The content of ``dims.json`` from test-set posteriors and targets (no files, no model)."""
-    mu = np.asarray(mu, np.float64)
-    kl = kl_per_dimension(mu, logvar)
+    """The content of ``dims.json`` from test-set posterior means (N, D), the mean KL of each dimension
+    to the model's prior (D,) and targets (no files, no model)."""
+    mu = np.asarray(codes, np.float64)
+    kl = np.asarray(kl, np.float64)
     variance = mu.var(axis=0)
     active = variance > variance_threshold
     active_kl = kl > kl_threshold
@@ -236,8 +212,8 @@ def dimension_table(mu: np.ndarray, logvar: np.ndarray, targets: np.ndarray, nam
     named = name_dimensions(scores, names)
     dims = []
     for d, entry in enumerate(named):
-        row = {"dim": d, "kl": _r(kl[d]), "active": bool(active[d]), "name": entry["name"], "score": entry["score"],
-               "runner_up": entry["runner_up"], "active_kl": bool(active_kl[d]), "variance": _r(variance[d], 5)}
+        row = {"dim": d, "kl": _rounded(kl[d]), "active": bool(active[d]), "name": entry["name"], "score": entry["score"],
+               "runner_up": entry["runner_up"], "active_kl": bool(active_kl[d]), "variance": _rounded(variance[d], 5)}
         if direction is not None:
             row["direction"] = int(direction[d, names.index(entry["name"])])
         dims.append(row)
@@ -255,37 +231,41 @@ def dimension_table(mu: np.ndarray, logvar: np.ndarray, targets: np.ndarray, nam
         "active_units_kl": int(active_kl.sum()),
         "variance_threshold": variance_threshold,
         "kl_threshold": kl_threshold,
-        "total_kl": _r(kl.sum()),
+        "total_kl": _rounded(kl.sum()),
         "matching_among": "active dimensions" if len(candidates) >= 2 else "all dimensions",
         "factors" if kind == "factors" else "attributes": matches,
         "assignment": assignment,
         "min_score": min_score,
-        "scores": [[_r(s) for s in row] for row in scores],
+        "scores": [[_rounded(s) for s in row] for row in scores],
     }
 
 
-def evaluate_dims(run, *, targets: str = "auto", bins: int = BINS, batch_size: int = 256,
+def evaluate_dims(run, *, targets: str = "auto", group: str | None = None, bins: int = BINS, batch_size: int = 256,
                   out_dir: str | os.PathLike | None = None, figure: bool = True) -> dict:
-    """Evaluate the dimensions of an opened run (``facevae.training.rundir.open_run``) on its test split.
+    """Evaluate the dimensions of one latent group of an opened run on its test split.
 
+    ``group``: the latent group (default: the model's top group, the only one of a flat model).
     ``targets``: "factors", "attributes" or "auto" (factors when the data has them). Writes
     ``dims.json``, ``dims.csv`` and (with ``figure``) ``dims.png`` into ``out_dir`` (default
     ``RUN/analysis``); returns the dims.json content with ``"files"`` added.
     """
-    enc = run.encode_test(batch_size=batch_size)
-    if len(enc["mu"]) < 2:
-        raise ValueError(f"{run.root}: the test split has {len(enc['mu'])} image(s); need at least 2")
+    chosen = run.group(group)
+    encoded = run.encode("test", batch_size=batch_size)
+    if len(encoded) < 2:
+        raise ValueError(f"{run.root}: the test split has {len(encoded)} image(s); need at least 2")
     if targets == "auto":
-        targets = "factors" if enc.get("factors") is not None and run.data.factor_names else "attributes"
+        targets = "factors" if encoded.factors is not None and run.data.factor_names else "attributes"
     if targets == "factors":
-        if enc.get("factors") is None:
+        if encoded.factors is None:
             raise ValueError(f"{run.root}: the data has no ground-truth factors; use targets='attributes'")
-        values, names = enc["factors"], list(run.data.factor_names)
+        values, names = encoded.factors, list(run.data.factor_names)
     elif targets == "attributes":
-        values, names = enc["attributes"], list(run.data.attribute_names)
+        values, names = encoded.attributes, list(run.data.attribute_names)
     else:
         raise ValueError(f"unknown targets {targets!r}; use auto, factors or attributes")
-    result = dimension_table(enc["mu"], enc["logvar"], values, names, targets, bins=bins)
+    result = dimension_table(encoded.codes(chosen.name), encoded.kl(chosen.name), values, names, targets, bins=bins)
+    result["group"] = chosen.name
+    result["groups"] = group_summary(run.model.latent_groups, encoded.kl())
     result["run"] = str(run.root)
     result["model"] = run.config.model.model
     result["conditional"] = run.conditional
@@ -295,28 +275,33 @@ def evaluate_dims(run, *, targets: str = "auto", bins: int = BINS, batch_size: i
         cols = run.config.model.condition_index(packed.attribute_names)
         share = condition_explains(np.asarray(packed.factors), np.asarray(packed.attributes)[:, cols])
         for row, s in zip(result["factors"], share):
-            row["condition_explains"] = _r(s)
+            row["condition_explains"] = _rounded(s)
             row["conditioned"] = bool(s >= CONDITIONED_THRESHOLD)
     elif targets == "attributes" and run.conditional:
         for row in result["attributes"]:
             row["conditioned"] = row["name"] in run.condition_names
     out = Path(out_dir) if out_dir is not None else run.analysis_dir
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(out / "dims.json"), "csv": str(out / "dims.csv")}
-    write_csv(result, out / "dims.csv")
+    stem = dims_path(run, group).stem
+    files = {"json": str(out / f"{stem}.json"), "csv": str(out / f"{stem}.csv")}
+    write_csv(result, out / f"{stem}.csv")
     if figure:
-        files["figure"] = str(plot_dims(result, out / "dims.png", title=f"{run.root.name}: latent dimensions"))
+        title = f"{run.root.name}: latent dimensions" + ("" if stem == "dims" else f" of group {chosen.name}")
+        files["figure"] = str(plot_dims(result, out / f"{stem}.png", title=title))
     result["files"] = files
-    write_json_atomic(out / "dims.json", result)
+    write_json_atomic(out / f"{stem}.json", result)
     return result
 
 
-def load_dims(run_dir: str | os.PathLike) -> dict | None:
-    """``RUN/analysis/dims.json`` if it exists."""
-    import json
+def dims_path(run, group: str | None = None) -> Path:
+    """Where ``facevae dims`` keeps its result for a latent group: RUN/analysis/dims[_GROUP].json."""
+    return run.root / "analysis" / f"{group_stem(run, 'dims', group)}.json"
 
-    path = Path(run_dir) / "analysis" / "dims.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+
+def group_summary(groups, kl_per_unit: np.ndarray) -> list[dict]:
+    """Per latent group: its shape, units, total KL (nats) and active units by KL (for the report)."""
+    return [{"name": g.name, "shape": list(g.shape), "units": g.size, "kl": _rounded(kl_per_unit[g.units].sum()),
+             "active_units_kl": int((kl_per_unit[g.units] > KL_THRESHOLD).sum())} for g in groups]
 
 
 def target_rows(result: dict) -> list[dict]:
@@ -397,15 +382,26 @@ def plot_dims(result: dict, path: str | os.PathLike, title: str | None = None) -
     return path
 
 
+def shown_dims(result: dict, all_dims: bool = False) -> list[dict]:
+    """The dimensions a table lists: by KL, largest first; the active ones (by either criterion) unless all."""
+    return [d for d in sorted_dims(result) if all_dims or d["active"] or d["active_kl"]]
+
+
+def target_notes(result: dict, row: dict) -> list[str]:
+    notes = ["matched (mutual best)"] if row["name"] in result["assignment"] else []
+    return notes + (["given by the condition"] if row.get("conditioned") else [])
+
+
 def format_dims_table(result: dict, all_dims: bool = False) -> str:
-    """The per-dimension table (active dimensions, by KL) and the target → dimension matching."""
+    """The per-dimension table (active dimensions, by KL) and the target → dimension matching, as text."""
     kind = result["targets"][:-1]
-    lines = [f"{result['active_units']} of {result['latent_dim']} dimensions active (Var[mu] > "
+    group = f" of latent group {result['group']}" if result.get("group") and len(result.get("groups", [])) > 1 else ""
+    lines = [f"{result['active_units']} of {result['latent_dim']} dimensions{group} active (Var[mu] > "
              f"{result['variance_threshold']:g}); {result['active_units_kl']} with KL > {result['kl_threshold']:g} nats; "
              f"total KL {result['total_kl']:.2f} nats; score: {result['method']} on {result['images']} test images"]
     header = f"{'dim':>4} {'KL':>7} {'var':>7}  {'tracks ' + kind:<22} {'score':>6}  {'runner-up':<22} {'score':>6}"
     lines += ["", header, "-" * len(header)]
-    shown = [d for d in sorted_dims(result) if all_dims or d["active"] or d["active_kl"]]
+    shown = shown_dims(result, all_dims)
     for d in shown:
         ru = d.get("runner_up") or {"name": "", "score": None}
         lines.append(f"{d['dim']:>4} {d['kl']:>7.3f} {d['variance']:>7.3f}  {d['name']:<22} {d['score']:>6.3f}  "
@@ -418,12 +414,7 @@ def format_dims_table(result: dict, all_dims: bool = False) -> str:
         header = f"{kind:<22} {'dim':>4} {'score':>6} {'2nd dim':>7} {'score':>6} {'margin':>7}  note"
         lines += ["", header, "-" * len(header)]
         for r in sorted(rows, key=lambda r: -(r["score"] or 0)):
-            note = []
-            if r["name"] in result["assignment"]:
-                note.append("matched")
-            if r.get("conditioned"):
-                note.append("given by the condition")
             second = "" if r["second_dim"] is None else r["second_dim"]
             lines.append(f"{r['name']:<22} {r['dim']:>4} {r['score']:>6.3f} {second:>7} {r['second_score']:>6.3f} "
-                         f"{r['margin']:>7.3f}  {', '.join(note)}")
+                         f"{r['margin']:>7.3f}  {', '.join(target_notes(result, r))}")
     return "\n".join(lines)

@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facevae.analysis.reconstruct import as_run, image_id, run_label, write_result
 from facevae.analysis.sample import check_settings, settings_slug
+from facevae.analysis.shared import as_run, image_id, run_label, write_result
 from facevae.common.grids import abbreviate_attribute, save_comparison_grid
 from facevae.data.prepare import CELEBA_CROP, decode_face
 from facevae.training.rundir import Run
@@ -116,21 +116,6 @@ def face_of(run: Run, image: str | Path | None = None, index: int | None = None,
 
 
 # --- latent directions --------------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_part(run: Run, part: str, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means (n, D) and full attribute rows (n, A) of a split's part."""
-    if part == "test":
-        encoded = run.encode_test(batch_size)
-        return encoded["mu"], encoded["attributes"]
-    mus, attrs = [], []
-    for x, y in run.data.batches(part, batch_size=batch_size):
-        mus.append(run.model.encode(x, run.condition_of(y)).mean)
-        attrs.append(y)
-    if not mus:
-        return np.zeros((0, run.model.latent_dim), np.float32), np.zeros((0, len(run.data.attribute_names)), np.uint8)
-    return torch.cat(mus).numpy(), torch.cat(attrs).numpy().astype(np.uint8)
-
-
 class Directions:
     """Attribute directions in latent space: difference of class means of posterior means."""
 
@@ -140,7 +125,8 @@ class Directions:
 
     def _part(self, part: str):
         if part not in self._parts:
-            self._parts[part] = encode_part(self.run, part)
+            encoded = self.run.encode(part)
+            self._parts[part] = (encoded.codes(), encoded.attributes)
         return self._parts[part]
 
     def __call__(self, attribute: str) -> dict:
@@ -183,6 +169,26 @@ def _change_text(name: str, before: int | None, after: int) -> str:
     return f"{abbreviate_attribute(name)} {'?' if before is None else before}→{after}"
 
 
+def _conditions(run: Run, y: torch.Tensor | None, edits: dict[str, int]):
+    """A conditional model's condition before and after the edits through it (None, None otherwise)."""
+    if not run.conditional:
+        return None, None
+    edited = y.clone()
+    for name, value in edits.items():
+        edited[0, run.data.attribute_names.index(name)] = float(value)
+    return run.condition_of(y), run.condition_of(edited)
+
+
+def _changes(run: Run, y, source: dict, settings: dict[str, int], through_condition: list[str]) -> list[dict]:
+    names, changes = run.data.attribute_names, []
+    for a in settings:
+        known = y is not None and (source["attributes_known"] or a in source.get("given", {}))
+        before = int(y[0, names.index(a)]) if known else None
+        changes.append({"attribute": a, "before": before, "after": settings[a],
+                        "method": "condition" if a in through_condition else "latent direction"})
+    return changes
+
+
 @torch.no_grad()
 def edit(run: Run | str | os.PathLike, image: str | Path | None = None, index: int | None = None,
          settings: dict[str, int] | None = None, steps: int = 5, given: dict[str, int] | None = None, direction_split: str = "test") -> dict:
@@ -197,25 +203,11 @@ def edit(run: Run | str | os.PathLike, image: str | Path | None = None, index: i
         raise ValueError(f"direction split must be 'test' or 'train', got {direction_split!r}")
     x, y, source = face_of(run, image, index, given)
     model = run.model
-    names = run.data.attribute_names
     through_condition = [a for a in settings if run.conditional and a in run.condition_names]
     through_latent = [a for a in settings if a not in through_condition]
-
-    c_before = c_after = None
-    if run.conditional:
-        c_before = run.condition_of(y)
-        edited = y.clone()
-        for a in through_condition:
-            edited[0, names.index(a)] = float(settings[a])
-        c_after = run.condition_of(edited)
-    z = model.encode(x, c_before).mean[0]
-
-    changes = []
-    for a in settings:
-        known = y is not None and (source["attributes_known"] or a in source.get("given", {}))
-        before = int(y[0, names.index(a)]) if known else None
-        changes.append({"attribute": a, "before": before, "after": settings[a],
-                        "method": "condition" if a in through_condition else "latent direction"})
+    c_before, c_after = _conditions(run, y, {a: settings[a] for a in through_condition})
+    z = model.encode(x, c_before).codes()[0]
+    changes = _changes(run, y, source, settings, through_condition)
     delta = np.zeros(model.latent_dim, np.float32)
     if through_latent:
         directions = Directions(run, direction_split)

@@ -14,62 +14,21 @@ original), ``psnr_db`` = 10·log10(1/mse), and ``recon_bits_per_dim`` the observ
 negative log-likelihood of the original given the posterior mean, in bits per sub-pixel.
 ``position`` is the image's place in the test split, ``row`` its row in the packed dataset.
 
-This module also holds the small helpers the other analysis commands share.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from facevae.common.files import write_json_atomic
+from facevae.analysis.shared import DECODE_BATCH, as_run, check_positive, image_id, run_label, write_result
 from facevae.common.grids import save_labelled_grid
-from facevae.training.rundir import Run, open_run
+from facevae.models.likelihoods import bits_per_dim
+from facevae.training.rundir import Run
 
-LN2 = math.log(2.0)
 GRID_COLUMNS = 8
-DECODE_BATCH = 256
-
-
-# --- shared helpers -------------------------------------------------------------------------------
-def as_run(run: Run | str | os.PathLike) -> Run:
-    """A Run as it is, or the run directory opened (so callers may pass either)."""
-    return run if isinstance(run, Run) else open_run(run)
-
-
-def run_label(run: Run) -> str:
-    """'cvae run "name" (latent 64)': how figure titles name the run."""
-    m = run.config.model
-    kind = f"{m.model}, β={m.effective_beta:g}" if m.effective_beta != 1 else m.model
-    return f"{run.root.name} ({kind}, latent {m.latent_dim}, {m.image_size}x{m.image_size})"
-
-
-def image_id(run: Run, row: int) -> str | None:
-    ids = run.data.packed.image_ids
-    return str(ids[row]) if ids is not None and 0 <= row < len(ids) else None
-
-
-def write_result(path: Path, result: dict) -> Path:
-    """JSON next to the figures (atomically), with the paths as strings."""
-    write_json_atomic(path, result)
-    return path
-
-
-@torch.no_grad()
-def decode_images(run: Run, z: torch.Tensor, c: torch.Tensor | None = None, batch_size: int = DECODE_BATCH) -> torch.Tensor:
-    """Mean images (n, C, H, W) of ``z`` (and ``c``) decoded a batch at a time, so memory stays bounded."""
-    parts = [run.model.decode(z[i:i + batch_size], None if c is None else c[i:i + batch_size]).image()
-             for i in range(0, len(z), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros((0, 3, run.config.model.image_size, run.config.model.image_size))
-
-
-def check_positive(name: str, value, minimum: int = 1) -> None:
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
 
 
 # --- reconstructions ------------------------------------------------------------------------------
@@ -80,11 +39,11 @@ def reconstruction_errors(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     for i in range(0, len(x), DECODE_BATCH):
         xb, yb = x[i:i + DECODE_BATCH], y[i:i + DECODE_BATCH]
         c = run.condition_of(yb)
-        observation = run.model.decode(run.model.encode(xb, c).mean, c)
+        observation = run.model.decode(run.model.encode(xb, c).codes(), c)
         recon = observation.image()
         recons.append(recon)
         mses.append(((recon - xb) ** 2).flatten(1).mean(1))
-        bits.append(-observation.log_prob(xb) / (xb[0].numel() * LN2))
+        bits.append(bits_per_dim(observation.log_prob(xb), xb[0].numel()))
     recon, mse, bits = torch.cat(recons), torch.cat(mses), torch.cat(bits)
     psnr = 10 * torch.log10(1.0 / mse.clamp(min=1e-12))
     return recon, {"mse": mse.numpy(), "psnr_db": psnr.numpy(), "recon_bits_per_dim": bits.numpy()}

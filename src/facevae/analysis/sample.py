@@ -1,7 +1,7 @@
 """Samples from the prior, and for a conditional model samples with chosen attributes.
 
-``sample(run, n=64, settings={"Smiling": 1}, temperature=0.8, seed=0)`` draws z ~ N(0, T²·I) with a
-seeded generator and decodes it (to the mean image). For a conditional model each sample also
+``sample(run, n=64, settings={"Smiling": 1}, temperature=0.8, seed=0)`` draws every latent unit from
+the model's prior at temperature T (``model.prior_codes``, seeded) and decodes it (to the mean image). For a conditional model each sample also
 needs a condition: it is an attribute row of a test image drawn at random (seeded), so that the
 attribute combinations are realistic; ``settings`` then fixes the named attributes in every row.
 Settings must name attributes of the data, and, for a conditional model, attributes of its
@@ -28,7 +28,7 @@ import re
 import numpy as np
 import torch
 
-from facevae.analysis.reconstruct import as_run, check_positive, decode_images, run_label, write_result
+from facevae.analysis.shared import as_run, check_positive, decode_images, run_label, write_result
 from facevae.common.grids import attribute_caption, save_comparison_grid, save_labelled_grid
 from facevae.data.attributes import check_attribute_names
 from facevae.training.rundir import Run
@@ -104,9 +104,7 @@ def sample_images(run: Run | str | os.PathLike, n: int = 64, settings: dict[str,
         if missing:
             raise ValueError(f"attribute(s) {', '.join(missing)} are not part of this model's condition "
                              f"({', '.join(run.condition_names)}); a sample can only fix those")
-    generator = torch.Generator().manual_seed(int(seed))
-    device = model.to_posterior.weight.device
-    z = torch.randn(n, model.latent_dim, generator=generator).to(device) * float(temperature)
+    z = model.prior_codes(n, temperature, torch.Generator().manual_seed(int(seed)))
     conditions = drawn = rows = None
     if run.conditional:
         pool = run.data.indices("test")
@@ -121,7 +119,8 @@ def sample_images(run: Run | str | os.PathLike, n: int = 64, settings: dict[str,
         for name, value in settings.items():
             full[:, run.data.attribute_names.index(name)] = float(value)
         conditions = run.condition_of(full)
-    images = decode_images(run, z, None if conditions is None else conditions.to(device)).cpu()
+    with model.sampling(temperature):
+        images = decode_images(run, z, None if conditions is None else conditions.to(z.device)).cpu()
     return {"images": images, "z": z.cpu(), "conditions": conditions, "drawn_conditions": drawn,
             "condition_rows": rows, "settings": settings}
 

@@ -1,18 +1,21 @@
 """Latent traversals: move one latent dimension across a range, everything else held, and look.
 
-``traverse(run, dims="all", faces=5, value_range=(-3, 3), steps=9)``:
+``traverse(run, dims="all", faces=5, value_range=(-3, 3), steps=9, group=None)``:
 
 * base faces: the posterior means z of the first ``faces`` test images (from ``offset``), each
   decoded with its own attributes as the condition for a conditional model;
-* for each dimension d, ``z_d`` is *set* to each of ``steps`` values spaced evenly over
-  ``value_range`` (prior standard deviations; the prior is N(0, 1)), the other dimensions keep
-  the face's posterior mean; one sheet per dimension, rows = faces, columns = values;
+* for each dimension d of the latent ``group`` (default: the model's top group, the only one of a
+  flat model), ``z_d`` is *set* to each of ``steps`` values spaced evenly over ``value_range``
+  (prior standard deviations: the codes are in the prior's standardised coordinates, see
+  :mod:`facevae.models.latents`), every other unit keeps the face's posterior mean; one sheet per
+  dimension, rows = faces, columns = values;
 * an overview: one row per latent dimension (the first face), sorted by KL (most active first),
-  every dimension of the model whatever ``dims`` says;
+  every dimension of the group whatever ``dims`` says (the first OVERVIEW_MAX_ROWS of a bigger one);
 * ``dims="all"`` means every *active* dimension (as ``dims.json`` says, or else by the criterion
   it uses, Burda et al. 2016: the variance over the test split of the dimension's posterior mean
-  exceeds ACTIVE_VARIANCE); when none is active, every dimension (and the JSON says so). A list of
-  dimensions gives exactly those sheets.
+  exceeds VARIANCE_THRESHOLD of facevae.analysis.dims); when none is active, every dimension (and the JSON says so). A list of
+  dimensions gives exactly those sheets. Another group than the top one writes its files with the
+  group's name added (``traverse_GROUP.json``, ``traverse_GROUP/``).
 
 Dimensions are labelled with what ``facevae dims`` found when ``RUN/analysis/dims.json`` exists
 (``{"dims": [{"dim": 0, "kl": 1.2, "active": true, "name": "rotation", "score": 0.71, ...}]}``):
@@ -35,16 +38,16 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from facevae.analysis.reconstruct import as_run, check_positive, decode_images, run_label, write_result
+from facevae.analysis.dims import VARIANCE_THRESHOLD, dims_path
+from facevae.analysis.shared import as_run, check_positive, decode_images, group_stem, run_label, write_result
 from facevae.common.grids import save_comparison_grid
 from facevae.training.rundir import Run
 
-ACTIVE_VARIANCE = 0.01  # Burda et al. 2016: Var_x(E[z_d|x]) below this, dimension d carries no information
 OVERVIEW_CELL_PIXELS = 64  # cells of the overview when it has many rows (a 64-row overview stays readable)
 OVERVIEW_BIG_ROWS = 16
+OVERVIEW_MAX_ROWS = 64
 
 
 def parse_dims(text: str | list[int] | None, latent_dim: int) -> list[int] | None:
@@ -72,9 +75,9 @@ def parse_dims(text: str | list[int] | None, latent_dim: int) -> list[int] | Non
     return list(dict.fromkeys(dims))
 
 
-def load_dims_json(run: Run) -> tuple[dict[int, dict], Path | None]:
-    """What ``facevae dims`` wrote, by dimension ({} and None when there is no dims.json)."""
-    path = run.root / "analysis" / "dims.json"
+def load_dims_json(run: Run, group: str | None = None) -> tuple[dict[int, dict], Path | None]:
+    """What ``facevae dims`` wrote for ``group``, by dimension ({} and None when there is no such file)."""
+    path = dims_path(run, group)
     if not path.is_file():
         return {}, None
     try:
@@ -97,26 +100,20 @@ def dimension_label(dim: int, name: str | None = None, score: float | None = Non
     return label
 
 
-def kl_per_dim(encoded: dict[str, np.ndarray]) -> np.ndarray:
-    """Mean KL(q(z_d|x) || N(0, 1)) over the encoded images, per dimension (nats)."""
-    mu, logvar = encoded["mu"].astype(np.float64), encoded["logvar"].astype(np.float64)
-    return (0.5 * (mu**2 + np.exp(logvar) - logvar - 1)).mean(0)
-
-
-def dimension_table(run: Run) -> tuple[list[dict], Path | None]:
-    """Every latent dimension with kl, active, name, score and label (dims.json first, computed otherwise)."""
-    named, source = load_dims_json(run)
-    D = run.model.latent_dim
+def dimension_labels(run: Run, group: str | None = None) -> tuple[list[dict], Path | None]:
+    """Every dimension of the group with kl, active, name, score and label (dims JSON first, computed otherwise)."""
+    named, source = load_dims_json(run, group)
+    size = run.group(group).size
     complete = all(isinstance(named.get(d, {}).get("kl"), (int, float)) and isinstance(named.get(d, {}).get("active"), bool)
-                   for d in range(D))
-    encoded = None if complete else run.encode_test()
-    kl = None if complete else kl_per_dim(encoded)
-    variance = None if complete else encoded["mu"].astype(np.float64).var(0)
+                   for d in range(size))
+    encoded = None if complete else run.encode("test")
+    kl = None if complete else encoded.kl(run.group(group).name)
+    variance = None if complete else encoded.codes(run.group(group).name).astype("float64").var(0)
     table = []
-    for d in range(D):
+    for d in range(size):
         entry = named.get(d, {})
         k = float(entry["kl"]) if isinstance(entry.get("kl"), (int, float)) else float(kl[d])
-        active = bool(entry["active"]) if isinstance(entry.get("active"), bool) else bool(variance[d] > ACTIVE_VARIANCE)
+        active = bool(entry["active"]) if isinstance(entry.get("active"), bool) else bool(variance[d] > VARIANCE_THRESHOLD)
         name = entry.get("name") or None
         score = entry.get("score")
         score = float(score) if isinstance(score, (int, float)) else None
@@ -126,11 +123,11 @@ def dimension_table(run: Run) -> tuple[list[dict], Path | None]:
 
 
 @torch.no_grad()
-def traversal_images(run: Run, z: torch.Tensor, c: torch.Tensor | None, dim: int, values: torch.Tensor) -> torch.Tensor:
-    """(faces, steps, C, H, W): each base z with z[dim] set to each value, decoded with its condition."""
-    faces, steps = z.shape[0], len(values)
-    zz = z[:, None, :].repeat(1, steps, 1)
-    zz[:, :, dim] = values[None, :]
+def traversal_images(run: Run, codes: torch.Tensor, c: torch.Tensor | None, unit: int, values: torch.Tensor) -> torch.Tensor:
+    """(faces, steps, C, H, W): each face's codes (every unit) with ``unit`` set to each value, decoded."""
+    faces, steps = codes.shape[0], len(values)
+    zz = codes[:, None, :].repeat(1, steps, 1)
+    zz[:, :, unit] = values[None, :]
     cc = None if c is None else c[:, None, :].expand(-1, steps, -1).reshape(faces * steps, -1)
     images = decode_images(run, zz.reshape(faces * steps, -1), cc)
     return images.view(faces, steps, *images.shape[1:])
@@ -140,83 +137,104 @@ def _value_text(v: float) -> str:
     return f"{v:+.2f}".rstrip("0").rstrip(".") if v else "0"
 
 
-def traverse(run: Run | str | os.PathLike, dims: str | list[int] | None = "all", faces: int = 5,
-             value_range: tuple[float, float] = (-3.0, 3.0), steps: int = 9, offset: int = 0) -> dict:
-    """Write one sheet per dimension, the overview, and traverse.json; return the JSON dict."""
-    run = as_run(run)
-    D = run.model.latent_dim
-    requested = parse_dims(dims, D)
-    check_positive("faces", faces)
-    check_positive("offset", offset, 0)
+def _checked_range(value_range, steps: int) -> torch.Tensor:
     if steps < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
     lo, hi = (float(v) for v in value_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"--range needs two finite numbers LOW < HIGH, got {lo:g} {hi:g}")
+    return torch.linspace(lo, hi, steps)
+
+
+def _chosen_dims(table: list[dict], requested: list[int] | None) -> tuple[list[int], bool]:
+    """The dimensions to draw sheets of, and whether 'all' found none active (then every one)."""
+    if requested is not None:
+        return requested, False
+    by_kl = [e["dim"] for e in sorted(table, key=lambda e: -e["kl"])]
+    active = [d for d in by_kl if table[d]["active"]]
+    return (active, False) if active else (by_kl, True)
+
+
+class _Sheets:
+    """The figures of one traversal: faces, their codes, the values, and where the sheets go."""
+
+    def __init__(self, run: Run, group: str | None, faces: int, offset: int, values: torch.Tensor):
+        self.run, self.values, self.offset = run, values, offset
+        self.group = run.group(group)
+        self.x, y, self.rows = run.test_batch(faces, offset)
+        self.c = run.condition_of(y)
+        with torch.no_grad():
+            self.codes = run.model.encode(self.x, self.c).codes()
+        self.stem = group_stem(run, "traverse", group)
+        self.label = run_label(run) + ("" if self.stem == "traverse" else f", group {self.group.name}")
+        self.cond = "; decoded with each face's own attributes as the condition" if run.conditional else ""
+        self.col_text = [_value_text(float(v)) for v in values]
+        self.range = f"from {float(values[0]):g} to {float(values[-1]):g}"
+
+    def sheet(self, info: dict, out: Path) -> Path:
+        d, unit = info["dim"], self.group.offset + info["dim"]
+        images = traversal_images(self.run, self.codes, self.c, unit, self.values)
+        state = "active" if info["active"] else "inactive"
+        faces = [f"face {i + 1} · test {self.offset + i}\nown z{d} = {float(self.codes[i, unit]):+.2f}"
+                 for i in range(len(self.x))]
+        save_comparison_grid(
+            list(images), faces, out,
+            title=f"{self.label}: {info['label']} — KL {info['kl']:.3f} nats ({state}). Columns: z{d} set to "
+                  f"each value {self.range} (prior s.d.); rows: test faces, other dimensions at "
+                  f"their posterior mean{self.cond}",
+            col_labels=[f"z{d} = {t}" for t in self.col_text])
+        return out
+
+    def overview(self, table: list[dict], source: Path | None, out: Path) -> list[int]:
+        order = [e["dim"] for e in sorted(table, key=lambda e: -e["kl"])][:OVERVIEW_MAX_ROWS]
+        c = None if self.c is None else self.c[:1]
+        rows = [traversal_images(self.run, self.codes[:1], c, self.group.offset + d, self.values)[0] for d in order]
+        size = self.run.config.model.image_size
+        scale = max(1, math.ceil(OVERVIEW_CELL_PIXELS / size)) if len(order) > OVERVIEW_BIG_ROWS else None
+        labels = [f"{table[d]['label']}\nKL {table[d]['kl']:.2f}" + ("" if table[d]["active"] else " (inactive)")
+                  for d in order]
+        named = f"; names from {source.name}" if source else "; unnamed: no analysis/dims.json yet"
+        shown = "every latent dimension" if len(order) == len(table) else f"the {len(order)} most active dimensions"
+        save_comparison_grid(
+            rows, labels, out,
+            title=f"{self.label}: {shown} traversed on test face {self.offset} (one row each, most active "
+                  f"first by KL to the prior{named}); columns: z_d set {self.range}{self.cond}",
+            col_labels=[f"z_d = {t}" for t in self.col_text], scale=scale)
+        return order
+
+
+def traverse(run: Run | str | os.PathLike, dims: str | list[int] | None = "all", faces: int = 5,
+             value_range: tuple[float, float] = (-3.0, 3.0), steps: int = 9, offset: int = 0,
+             group: str | None = None) -> dict:
+    """Write one sheet per dimension, the overview, and traverse.json; return the JSON dict."""
+    run = as_run(run)
+    size = run.group(group).size
+    requested = parse_dims(dims, size)
+    check_positive("faces", faces)
+    check_positive("offset", offset, 0)
+    values = _checked_range(value_range, steps)
     total = len(run.data.indices("test"))
     if offset >= total:
         raise ValueError(f"offset {offset} is past the end of the test split ({total} images)")
 
-    table, source = dimension_table(run)
-    all_inactive = False
-    if requested is None:
-        chosen = [e["dim"] for e in sorted(table, key=lambda e: -e["kl"]) if e["active"]]
-        if not chosen:
-            all_inactive = True
-            chosen = [e["dim"] for e in sorted(table, key=lambda e: -e["kl"])]
-    else:
-        chosen = requested
-
-    x, y, rows = run.test_batch(faces, offset)
-    c = run.condition_of(y)
-    with torch.no_grad():
-        z = run.model.encode(x, c).mean
-    values = torch.linspace(lo, hi, steps)
-    col_text = [_value_text(float(v)) for v in values]
+    table, source = dimension_labels(run, group)
+    chosen, all_inactive = _chosen_dims(table, requested)
+    sheets = _Sheets(run, group, faces, offset, values)
     out = run.analysis_dir
-    sheets = out / "traverse"
-    sheets.mkdir(exist_ok=True)
-    label = run_label(run)
-    cond = "; decoded with each face's own attributes as the condition" if run.conditional else ""
-    face_text = [f"face {i + 1} · test {offset + i}" for i in range(len(x))]
-
-    entries = []
-    for d in chosen:
-        info = table[d]
-        images = traversal_images(run, z, c, d, values)
-        png = sheets / f"dim_{d:03d}.png"
-        state = "active" if info["active"] else "inactive"
-        save_comparison_grid(
-            list(images), [f"{t}\nown z{d} = {float(z[i, d]):+.2f}" for i, t in enumerate(face_text)], png,
-            title=f"{label}: {info['label']} — KL {info['kl']:.3f} nats ({state}). Columns: z{d} set to "
-                  f"each value from {lo:g} to {hi:g} (prior s.d.); rows: test faces, other dimensions at "
-                  f"their posterior mean{cond}",
-            col_labels=[f"z{d} = {t}" for t in col_text])
-        entries.append({**info, "png": str(png)})
-
-    order = [e["dim"] for e in sorted(table, key=lambda e: -e["kl"])]
-    overview_rows = [traversal_images(run, z[:1], None if c is None else c[:1], d, values)[0] for d in order]
-    size = run.config.model.image_size
-    scale = max(1, math.ceil(OVERVIEW_CELL_PIXELS / size)) if D > OVERVIEW_BIG_ROWS else None
-    overview = out / "traverse_overview.png"
-    row_labels = [f"{table[d]['label']}\nKL {table[d]['kl']:.2f}" + ("" if table[d]["active"] else " (inactive)")
-                  for d in order]
-    named = f"; names from {source.name}" if source else "; unnamed: no analysis/dims.json yet"
-    save_comparison_grid(
-        overview_rows, row_labels, overview,
-        title=f"{label}: every latent dimension traversed on test face {offset} (one row each, most active "
-              f"first by KL to the prior{named}); columns: z_d set from {lo:g} to {hi:g}{cond}",
-        col_labels=[f"z_d = {t}" for t in col_text], scale=scale)
-
-    result = {"run": str(run.root), "latent_dim": D, "requested": "all" if requested is None else requested,
-              "all_inactive": all_inactive,
-              "active_criterion": f"dims.json 'active', else Var(E[z_d|x]) over the test split > {ACTIVE_VARIANCE}",
-              "values": [float(v) for v in values], "range": [lo, hi], "steps": steps,
-              "faces": [{"position": offset + i, "row": int(r)} for i, r in enumerate(rows)],
+    folder = out / sheets.stem
+    folder.mkdir(exist_ok=True)
+    entries = [{**table[d], "png": str(sheets.sheet(table[d], folder / f"dim_{d:03d}.png"))} for d in chosen]
+    overview = out / f"{sheets.stem}_overview.png"
+    order = sheets.overview(table, source, overview)
+    result = {"run": str(run.root), "group": sheets.group.name, "latent_dim": size,
+              "requested": "all" if requested is None else requested, "all_inactive": all_inactive,
+              "active_criterion": f"dims.json 'active', else Var(E[z_d|x]) over the test split > {VARIANCE_THRESHOLD}",
+              "values": [float(v) for v in values], "range": [float(values[0]), float(values[-1])], "steps": steps,
+              "faces": [{"position": offset + i, "row": int(r)} for i, r in enumerate(sheets.rows)],
               "names_from": str(source) if source else None, "dims": entries,
               "overview": {"png": str(overview), "order": order,
                            "dims": [{k: table[d][k] for k in ("dim", "kl", "active", "name", "score", "label")}
                                     for d in order]},
-              "json": str(out / "traverse.json")}
-    write_result(out / "traverse.json", result)
+              "json": str(out / f"{sheets.stem}.json")}
+    write_result(out / f"{sheets.stem}.json", result)
     return result

@@ -40,30 +40,32 @@ def parse_metric_names(metrics) -> list[str]:
 
 
 def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 10000, n_eval: int = 5000,
-                            seed: int = 0, batch_size: int = 64, write: bool = True) -> dict:
+                            seed: int = 0, batch_size: int = 64, write: bool = True, group: str | None = None) -> dict:
     """The suite for the run at ``run_dir``; with ``write``, also stored in its metrics.json.
 
     Returns ``{"scores": {name: float in [0, 1], or None where undefined}, "labels": "factors" or
     "attributes", "settings": {...}}`` and, for weak labels, ``"attributes"``: the per-attribute rows
-    of ``weak_label_metrics``.
+    of ``weak_label_metrics``. The codes are the posterior means of the latent ``group`` (default:
+    the model's top group, the only one of a flat model); the settings say which.
     """
     from facevae.training.rundir import open_run
 
     run = open_run(run_dir)
+    group = run.group(group).name
     asked_all = isinstance(metrics, str) and metrics.strip() == "all"
     names = _applicable(parse_metric_names(metrics), run.data.has_factors, asked_all)
     result = {"labels": "factors" if run.data.has_factors else "attributes", "scores": {},
               "settings": {"metrics": names, "n": int(n), "n_eval": int(n_eval), "seed": int(seed),
-                           "batch_size": int(batch_size), "codes": "posterior mean"}}
+                           "batch_size": int(batch_size), "codes": "posterior mean", "group": group}}
     sampling = [m for m in names if m in SAMPLING_METRICS]
     if sampling:
-        scores = _sampling_scores(run, sampling, n, n_eval, seed, batch_size)
+        scores = _sampling_scores(run, sampling, n, n_eval, seed, batch_size, group)
         if "factor_vae_active_dims" in scores:  # a count, not a score
             result["settings"]["factor_vae_active_dims"] = int(scores.pop("factor_vae_active_dims"))
         result["scores"] |= scores
     array = [m for m in names if m in ARRAY_METRICS]
     if array:
-        scores, attributes = _array_scores(run, array, n, n_eval)
+        scores, attributes = _array_scores(run, array, n, n_eval, group)
         result["scores"] |= scores
         if attributes is not None:
             result["attributes"] = attributes
@@ -122,16 +124,16 @@ def renderer_of(packed):
     return faces
 
 
-def _sampling_scores(run, names, n, n_eval, seed, batch_size) -> dict:
+def _sampling_scores(run, names, n, n_eval, seed, batch_size, group) -> dict:
     from facevae.metrics.suite import ground_truth_metrics
 
     faces = renderer_of(run.data.packed)
     columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
-    return ground_truth_metrics(_LabelledFaces(faces, columns), _encoder(run), seed, metrics=names,
+    return ground_truth_metrics(_LabelledFaces(faces, columns), _encoder(run, group), seed, metrics=names,
                                 num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
 
 
-def _encoder(run, chunk: int = 256):
+def _encoder(run, group: str, chunk: int = 256):
     @torch.no_grad()
     def encode(observations) -> np.ndarray:
         images, attributes = observations
@@ -140,7 +142,7 @@ def _encoder(run, chunk: int = 256):
             x = torch.from_numpy(np.ascontiguousarray(images[lo:lo + chunk])).permute(0, 3, 1, 2)
             y = None if attributes is None else torch.from_numpy(attributes[lo:lo + chunk]).float()
             x, _ = run.data.prepare_batch((x, y))
-            codes.append(run.model.encode(x, run.condition_of(y) if y is not None else None).mean)
+            codes.append(run.model.encode(x, run.condition_of(y) if y is not None else None).codes(group))
         return torch.cat(codes).numpy()
 
     return encode
@@ -156,18 +158,18 @@ def fit_and_eval_rows(num_rows: int, n: int, n_eval: int) -> tuple[slice, slice]
     return slice(num_rows - num_eval - num_fit, num_rows - num_eval), slice(num_rows - num_eval, num_rows)
 
 
-def _array_scores(run, names, n, n_eval) -> tuple[dict, list | None]:
+def _array_scores(run, names, n, n_eval, group) -> tuple[dict, list | None]:
     """Scores, and the per-attribute rows when the labels are attributes."""
     from facevae.metrics.suite import array_metrics
     from facevae.metrics.weak_labels import weak_label_metrics
 
-    test = run.encode_test()
-    codes = test["mu"]
+    test = run.encode("test")
+    codes = test.codes(group)
     fit, score = fit_and_eval_rows(len(codes), n, n_eval)
     if run.data.has_factors:
-        labels = test["factors"]
+        labels = test.factors
         return array_metrics(codes[fit], labels[fit], codes[score], labels[score], metrics=names), None
-    labels = test["attributes"]
+    labels = test.attributes
     weak = weak_label_metrics(codes[fit], labels[fit], codes[score], labels[score], run.data.attribute_names,
                               metrics=names)
     return weak, weak.pop("attributes")
@@ -176,6 +178,9 @@ def _array_scores(run, names, n, n_eval) -> tuple[dict, list | None]:
 def format_disentanglement(result: dict) -> str:
     """The scores as a two-column text table."""
     against = "ground-truth factors" if result["labels"] == "factors" else "attributes as weak labels"
+    group = result.get("settings", {}).get("group")
+    if group:
+        against += f" (posterior means of latent group {group})"
     width = max(len(k) for k in result["scores"]) if result["scores"] else 6
     rows = [f"{'metric':<{width}}  score", f"{'-' * width}  -----"]
     for name, value in result["scores"].items():

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facevae.common.information import coded_mutual_information, entropy, label_codes
+
 #: Number of histogram bins of the discretiser (disentanglement_lib's study configs: 20).
 NUM_BINS = 20
 
@@ -143,12 +145,6 @@ def check_pair(codes, factors, what: str = "") -> tuple[np.ndarray, np.ndarray]:
     return codes, factors
 
 
-def label_codes(column) -> tuple[np.ndarray, int]:
-    """A discrete column re-coded to ``0 .. n-1``: ``(codes, n)``."""
-    values, inverse = np.unique(np.asarray(column), return_inverse=True)
-    return inverse.reshape(-1).astype(np.int64), len(values)
-
-
 def histogram_discretize(codes: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
     """Every column cut into ``num_bins`` equal-width bins over its range (int ``1 .. num_bins``).
 
@@ -163,22 +159,6 @@ def histogram_discretize(codes: np.ndarray, num_bins: int = NUM_BINS) -> np.ndar
     return out
 
 
-def _mutual_info(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> float:
-    """Mutual information (nats) of two discrete columns coded ``0..na-1`` and ``0..nb-1``.
-
-    The plug-in estimate from the contingency table, as ``sklearn.metrics.mutual_info_score``
-    (clipped at 0 like it), computed with one ``bincount``.
-    """
-    n = len(a)
-    table = np.bincount(a * nb + b, minlength=na * nb).reshape(na, nb).astype(np.float64)
-    pa = table.sum(axis=1)
-    pb = table.sum(axis=0)
-    i, j = np.nonzero(table)
-    nij = table[i, j]
-    mi = np.sum(nij / n * (np.log(nij) + np.log(n) - np.log(pa[i]) - np.log(pb[j])))
-    return float(max(mi, 0.0))
-
-
 def discrete_mutual_info(codes_discrete: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """``(D, K)`` mutual information (nats) between discretised codes and factors."""
     cs = [label_codes(codes_discrete[:, i]) for i in range(codes_discrete.shape[1])]
@@ -186,18 +166,13 @@ def discrete_mutual_info(codes_discrete: np.ndarray, factors: np.ndarray) -> np.
     m = np.zeros((len(cs), len(fs)))
     for i, (a, na) in enumerate(cs):
         for j, (b, nb) in enumerate(fs):
-            m[i, j] = _mutual_info(a, na, b, nb)
+            m[i, j] = coded_mutual_information(a, na, b, nb)
     return m
 
 
 def discrete_entropy(factors: np.ndarray) -> np.ndarray:
-    """``(K,)`` entropy (nats) of each discrete factor column (its mutual information with itself)."""
-    h = np.zeros(factors.shape[1])
-    for j in range(factors.shape[1]):
-        _, counts = np.unique(factors[:, j], return_counts=True)
-        p = counts / counts.sum()
-        h[j] = float(max(-np.sum(p * np.log(p)), 0.0))
-    return h
+    """``(K,)`` entropy (nats) of each discrete factor column."""
+    return np.array([entropy(factors[:, j]) for j in range(factors.shape[1])])
 
 
 def normalize(codes: np.ndarray, mean=None, std=None):

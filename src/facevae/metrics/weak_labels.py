@@ -20,12 +20,11 @@ from facevae.metrics.dci import dci as _dci
 from facevae.metrics.mig import mig as _mig
 from facevae.metrics.modularity import modularity_explicitness as _modex
 from facevae.metrics.sap import sap as _sap
-
-ALL = ("mig", "dci", "sap", "modularity")
+from facevae.metrics.suite import ARRAY_METRICS
 
 
 def weak_label_metrics(codes_train, attrs_train, codes_test, attrs_test, names=None, *,
-                       metrics=ALL, n_jobs: int | None = -1) -> dict:
+                       metrics=ARRAY_METRICS, n_jobs: int | None = -1) -> dict:
     """MIG, DCI, SAP and modularity/explicitness of codes against binary attributes.
 
     ``metrics``: a subset of ``("mig", "dci", "sap", "modularity")``; DCI is by far the slowest
@@ -40,9 +39,9 @@ def weak_label_metrics(codes_train, attrs_train, codes_test, attrs_test, names=N
     per-attribute ``mig``, ``sap``, ``dci_completeness``, ``dci_accuracy`` (test),
     ``explicitness_auc`` (test), where computed.
     """
-    unknown = set(metrics) - set(ALL)
+    unknown = set(metrics) - set(ARRAY_METRICS)
     if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ALL}")
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ARRAY_METRICS}")
     a_train = utils.as_binary_attributes(attrs_train)
     a_test = utils.as_binary_attributes(attrs_test)
     codes_train, a_train = utils.check_pair(codes_train, a_train, "_train")

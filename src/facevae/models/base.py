@@ -9,6 +9,7 @@ posterior heads, and next to z before the decoder; :meth:`VAEBase.condition` is 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
 from facevae.models.config import ModelConfig
+from facevae.models.latents import LatentGroup, Latents, flat_groups
 from facevae.models.likelihoods import DiscretizedGaussian, DiscretizedLogistic, bits_per_dim
 
 # log σ² is clamped: exp() cannot overflow in the first steps, and a posterior no narrower than
@@ -95,16 +97,27 @@ class VAEBase(nn.Module):
         return None
 
     # -- the model ---------------------------------------------------------------------------------
+    @property
+    def latent_groups(self) -> tuple[LatentGroup, ...]:
+        """One group, ``z``: the prior is N(0, I), so the standardised codes of Latents are z itself."""
+        return flat_groups({"z": (self.latent_dim,)})
+
     def prior(self, n: int) -> Independent:
         zeros = torch.zeros(n, self.latent_dim, device=self.to_posterior.weight.device)
         return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1, validate_args=False)
 
-    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Independent:
+    def posterior(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Independent:
+        """q(z|x, c) = N(μ, σ²) per dimension."""
         h = _cat(self.encoder(x).flatten(1), self.condition(c))
         # float32: KL and log q in bf16 would lose the digits that bits/dim need
         mu, logvar = self.to_posterior(h).float().chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
         return Independent(Normal(mu, std, validate_args=False), 1, validate_args=False)
+
+    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Latents:
+        """The posterior as :class:`Latents` (what analysis, metrics and probes read)."""
+        q = self.posterior(x, c).base_dist
+        return Latents(self.latent_groups, q.loc, q.scale)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> DiscretizedLogistic | DiscretizedGaussian:
         h = F.leaky_relu(self.from_latent(_cat(z, self.condition(c))), 0.2)
@@ -115,7 +128,7 @@ class VAEBase(nn.Module):
         return DiscretizedLogistic(torch.tanh(out[:, :C]), out[:, C:].clamp(min=LOG_SCALE_MIN))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> dict:
-        posterior = self.encode(x, c)
+        posterior = self.posterior(x, c)
         z = posterior.rsample()  # reparameterisation: z = μ + σ·ε, differentiable in μ and σ
         return {"posterior": posterior, "z": z, "observation": self.decode(z, c)}
 
@@ -144,20 +157,34 @@ class VAEBase(nn.Module):
         }
 
     # -- using a trained model ---------------------------------------------------------------------
+    def prior_codes(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of every latent unit from the prior at ``temperature``, as codes for :meth:`decode`.
+
+        In the standardised coordinates of :class:`Latents` every model's prior is N(0, I), so this is
+        u ~ N(0, temperature²·I) for all of them; the same generator state gives the same draw.
+        """
+        device = self.to_posterior.weight.device
+        on = generator.device if generator is not None else device
+        return torch.randn(n, self.latent_dim, generator=generator, device=on).to(device) * float(temperature)
+
+    def sampling(self, temperature: float = 1.0):
+        """A context to decode prior samples in (a hierarchical model readjusts its BatchNorm there)."""
+        return contextlib.nullcontext()
+
     @torch.no_grad()
     def sample(self, n: int, c: torch.Tensor | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1] decoded (to the mean) from prior samples z ~ N(0, temperature²)."""
-        device = self.to_posterior.weight.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device) * temperature
+        """n images (n, C, H, W) in [0, 1] decoded (to the mean) from prior samples at ``temperature``."""
         if c is not None and (c.dim() == 1 or c.shape[0] == 1):
             c = c.reshape(1, -1).expand(n, -1)  # one condition for all samples
-        return self.decode(z, c).image()
+        codes = self.prior_codes(n, temperature, generator)
+        with self.sampling(temperature):
+            return self.decode(codes, c).image()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Images decoded from the posterior mean."""
-        return self.decode(self.encode(x, c).mean, c).image()
+        return self.decode(self.encode(x, c).codes(), c).image()
 
     @torch.no_grad()
     def importance_log_likelihood(self, x: torch.Tensor, c: torch.Tensor | None = None, k: int = 100,
@@ -169,7 +196,7 @@ class VAEBase(nn.Module):
         1024 images per pass) to bound memory. Call ``model.eval()`` first (BatchNorm statistics).
         """
         B = x.shape[0]
-        posterior = self.encode(x, c)
+        posterior = self.posterior(x, c)
         prior = self.prior(B)
         chunk = chunk or max(1, 1024 // B)
         log_w = []

@@ -129,9 +129,6 @@ class DiscretizedGaussian(_Discretized):
         return torch.randn(shape, generator=generator, device=self.loc.device)
 
 
-LIKELIHOODS = {"discretized_logistic": DiscretizedLogistic, "gaussian": DiscretizedGaussian}
-
-
 def bits_per_dim(log_px: torch.Tensor, num_dims: int) -> torch.Tensor:
     """Convert log p(x) in nats per image to bits per sub-pixel (the published unit)."""
     return -log_px / (num_dims * math.log(2))

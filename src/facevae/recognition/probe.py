@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facevae.common.errors import DatasetError, RunError
 from facevae.common.files import write_json_atomic
@@ -32,27 +31,6 @@ from facevae.recognition.evaluate import (
     mean_metrics,
     save_metric_chart,
 )
-
-
-@torch.no_grad()
-def encode_part(run, part: str, limit: int | None = None, seed: int = 0, batch_size: int = 256
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means (n, latent) and 0/1 attributes (n, A) of ``part`` (a seeded subset of ``limit``)."""
-    ds = run.data.dataset(part)
-    n = len(ds)
-    positions = np.arange(n)
-    if limit is not None and n > limit:
-        positions = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
-    mus, attrs = [], []
-    run.model.eval()
-    for lo in range(0, len(positions), batch_size):
-        x, y = ds.__getitems__(positions[lo : lo + batch_size])
-        x, y = run.data.prepare_batch((x, y), train=False)
-        mus.append(run.model.encode(x, run.condition_of(y)).mean.float().cpu())
-        attrs.append(y.cpu())
-    if not mus:
-        return np.zeros((0, run.model.latent_dim), np.float32), np.zeros((0, run.data.num_attributes), np.uint8)
-    return torch.cat(mus).numpy(), (torch.cat(attrs).numpy() > 0.5).astype(np.uint8)
 
 
 def fit_probes(z_train: np.ndarray, y_train: np.ndarray, C: float = 1.0, max_iter: int = 1000, seed: int = 0):
@@ -110,11 +88,29 @@ def _classifier_rows(classifier_run, names: list[str], vae_data: str, vae_split:
             "attributes": rows, "mean": mean_metrics(rows), "notes": notes}
 
 
+def _codes(encoded, group: str) -> tuple[np.ndarray, np.ndarray]:
+    return encoded.codes(group), encoded.attributes
+
+
+def _probe_text(run, group, table: str, C: float, threshold_by: str, condition: set, comparison) -> str:
+    model_name = run.config.model.model
+    text = (f"# Attribute probes on the latents of {run.root.name}\n\nLogistic regression (C={C}) from the "
+            f"{group.size}-d posterior means of latent group {group.name} of a {model_name} to each attribute; "
+            f"thresholds chosen on the validation split by {threshold_by}.\n\n" + table)
+    if condition:
+        text += f"\nCondition attributes (given to the encoder): {', '.join(sorted(condition))}.\n"
+    if comparison is not None:
+        text += f"\nClassifier {comparison['run']}: mean accuracy {comparison['mean']['accuracy']:.3f}.\n"
+        text += "".join(f"\nNote: {note}." for note in comparison["notes"])
+    return text
+
+
 def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train: int = 20000, C: float = 1.0,
-          threshold_by: str = "accuracy", seed: int = 0, batch_size: int = 256) -> dict:
+              threshold_by: str = "accuracy", seed: int = 0, batch_size: int = 256, group: str | None = None) -> dict:
     """Logistic-regression probes from a VAE run's posterior means to every attribute of its data.
 
     ``run``: a VAE run directory (or a :class:`facevae.training.rundir.Run` from ``open_run``).
+    ``group``: the latent group whose posterior means are probed (default: the model's top group).
     ``classifier_run``: an attribute-classifier run to compare with, per attribute (its
     ``analysis/eval.json``, computed if missing). Writes RUN/analysis/probe.json, probe.png (per
     attribute accuracy and balanced accuracy; probe next to classifier when one is given) and
@@ -134,11 +130,13 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
         run = open_run(run)
     started = time.perf_counter()
     names = run.data.attribute_names
-    z_train, y_train = encode_part(run, "train", max_train, seed, batch_size)
+    chosen = run.group(group)
+    group = chosen.name
+    z_train, y_train = _codes(run.encode("train", batch_size, max_train, seed), group)
     if len(z_train) < 2:
         raise DatasetError(f"{run.root}: the training split has fewer than 2 images to fit probes on")
-    z_valid, y_valid = encode_part(run, "valid", None, seed, batch_size)
-    z_test, y_test = encode_part(run, "test", None, seed, batch_size)
+    z_valid, y_valid = _codes(run.encode("valid", batch_size), group)
+    z_test, y_test = _codes(run.encode("test", batch_size), group)
     if len(z_test) == 0:
         raise DatasetError(f"{run.root}: the test split has no images")
     predict = fit_probes(z_train, y_train, C=C, seed=seed)
@@ -161,17 +159,10 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
                  f"{comparison['backbone']} classifier {comparison['mean']['accuracy']:.3f} (test mean accuracy)")
     save_metric_chart(out_dir / "probe.png", names, series, title)
     table = format_table(rows, mean)
-    text = (f"# Attribute probes on the latents of {run.root.name}\n\nLogistic regression (C={C}) from the "
-            f"{run.model.latent_dim}-d posterior means of a {model_name} to each attribute; thresholds chosen on "
-            f"the validation split by {threshold_by}.\n\n" + table)
-    if condition:
-        text += f"\nCondition attributes (given to the encoder): {', '.join(sorted(condition))}.\n"
-    if comparison is not None:
-        text += f"\nClassifier {comparison['run']}: mean accuracy {comparison['mean']['accuracy']:.3f}.\n"
-        text += "".join(f"\nNote: {note}." for note in comparison["notes"])
+    text = _probe_text(run, chosen, table, C, threshold_by, condition, comparison)
     (out_dir / "probe.md").write_text(text)
     result = {
-        "run": str(run.root), "model": model_name, "latent_dim": int(run.model.latent_dim),
+        "run": str(run.root), "model": model_name, "latent_dim": chosen.size, "group": group,
         "conditional": bool(run.conditional), "condition_names": sorted(condition),
         "data": run.config.train.data, "split": run.config.train.split,
         "probe": {"kind": "logistic regression on standardised posterior means", "C": C, "seed": seed,

@@ -44,7 +44,9 @@ from typing import Callable, Sequence
 
 import yaml
 
+from facevae.analysis.dims import shown_dims, target_notes, target_rows
 from facevae.common.errors import RunError
+from facevae.models.config import ModelConfig
 
 
 # --- building blocks ---------------------------------------------------------------------------------
@@ -279,7 +281,10 @@ def summary_section(ctx: ReportContext) -> Section:
 def config_section(ctx: ReportContext) -> Section:
     parts = []
     for group in ("model", "train"):
-        values = ctx.config.get(group) or {}
+        values = dict(ctx.config.get(group) or {})
+        if group == "model" and "conditional" in values:
+            # the field only switches a betavae; what a reader wants to know is whether the model is conditional
+            values["conditional"] = ModelConfig.from_dict(values).is_conditional
         rows = []
         for key, value in values.items():
             if isinstance(value, list) and len(value) > 6:
@@ -433,8 +438,7 @@ def dims_section(ctx: ReportContext) -> Section:
              f"<b>{result['active_units_kl']}</b> have a mean KL above {result['kl_threshold']:g} nats. "
              f"Total KL {fmt(result['total_kl'])} nats per image. Each dimension is named after the {esc(kind)} "
              f"it scores highest on; score: {esc(method)}, on {result['images']} test images.</p>")
-    dims = sorted(result["dims"], key=lambda d: (-(d["kl"] or 0), d["dim"]))
-    active = [d for d in dims if d["active"] or d.get("active_kl")]
+    active = shown_dims(result)
     assigned = {dim: name for name, dim in result.get("assignment", {}).items()}
     rows = []
     for d in active:
@@ -443,20 +447,12 @@ def dims_section(ctx: ReportContext) -> Section:
         rows.append((f"z{d['dim']}", d["kl"], d.get("variance"), name, d["score"], ru.get("name", ""), ru.get("score")))
     table = html_table(["dim", "KL (nats)", "Var[μ]", f"tracks {kind}", "score", "runner-up", "score"],
                        rows, "dims", raw_columns=(3,))
-    inactive = len(dims) - len(active)
+    inactive = len(result["dims"]) - len(active)
     if inactive:
         table += note(f"{inactive} inactive dimensions (posterior ≈ prior) not listed; all are in dims.json.", "muted")
-    targets = result.get("factors") or result.get("attributes") or []
-    match_rows = []
-    for r in sorted(targets, key=lambda r: -(r["score"] or 0)):
-        notes = []
-        if r["name"] in result.get("assignment", {}):
-            notes.append("matched (mutual best)")
-        if r.get("conditioned"):
-            notes.append("given by the condition")
-        match_rows.append((r["name"], f"z{r['dim']}", r["score"],
-                           "" if r.get("second_dim") is None else f"z{r['second_dim']}",
-                           r["second_score"], r["margin"], "; ".join(notes)))
+    match_rows = [(r["name"], f"z{r['dim']}", r["score"], "" if r.get("second_dim") is None else f"z{r['second_dim']}",
+                   r["second_score"], r["margin"], "; ".join(target_notes(result, r)))
+                  for r in sorted(target_rows(result), key=lambda r: -(r["score"] or 0))]
     matching = (f"<h3>Each {esc(kind)}'s best dimension</h3>"
                 f"<p class=\"muted\">among the {esc(result.get('matching_among', 'dimensions'))}; margin = best score − "
                 "second-best score.</p>"

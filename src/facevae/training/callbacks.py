@@ -34,8 +34,8 @@ class EpochFigures(L.Callback):
         generator = torch.Generator(device="cpu").manual_seed(0)  # the same z every epoch: progress is visible
         with torch.no_grad():
             recon = model.reconstruct(x.float(), c)
-            z = torch.randn(len(x), model.latent_dim, generator=generator).to(x.device)
-            samples = model.decode(z, c).image()
+            # no model.sampling() here: a hierarchical model's BatchNorm readjustment costs too much per epoch
+            samples = model.decode(model.prior_codes(len(x), 1.0, generator), c).image()
         epoch = trainer.current_epoch
         save_comparison_grid(
             [_hwc(x), _hwc(recon), _hwc(samples)],

@@ -37,40 +37,33 @@ class VAEModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self._condition(y)
 
-    def training_step(self, batch, batch_idx):
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        """The one step of training ("train") and validation ("val"): the objective, checked and logged."""
         x, c = self._inputs(batch)
-        terms = self.objective(x, c, kl_weight=self.run_config.model.kl_weight(self.global_step))
-        if not torch.isfinite(terms["loss"]):
+        training = stage == "train"
+        kl_weight = self.run_config.model.kl_weight(self.global_step) if training else 1.0
+        terms = self.objective(x, c, kl_weight=kl_weight)
+        if training and not torch.isfinite(terms["loss"]):
             # Stop before the optimiser step writes NaN into the weights and a checkpoint keeps them.
             raise NonFiniteLossError(
                 f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
                 f"(recon {terms['recon'].item():.4g}, kl {terms['kl'].item():.4g}); "
                 "try a lower --lr, --gradient-clip, or --precision 32-true"
             )
-        self.log_dict({"train_loss": terms["loss"], "train_recon": terms["recon"], "train_kl": terms["kl"],
-                       "train_bpd": terms["bits_per_dim"]}, prog_bar=False, on_step=True, on_epoch=True,
+        headline = "loss" if training else "elbo"  # training minimises the loss; validation reports the bound
+        self.log_dict({f"{stage}_{headline}": terms[headline], f"{stage}_recon": terms["recon"],
+                       f"{stage}_kl": terms["kl"], f"{stage}_bpd": terms["bits_per_dim"]},
+                      prog_bar=not training, on_step=training, on_epoch=True, sync_dist=not training,
                       batch_size=len(x))
-        self.log("loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        if training:
+            self.log("loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return terms["loss"]
 
-    def validation_step(self, batch, batch_idx):
-        x, c = self._inputs(batch)
-        terms = self.objective(x, c, kl_weight=1.0)
-        self.log_dict({"val_elbo": terms["elbo"], "val_recon": terms["recon"], "val_kl": terms["kl"],
-                       "val_bpd": terms["bits_per_dim"]}, prog_bar=True, on_epoch=True, sync_dist=True,
-                      batch_size=len(x))
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
 
-    def test_step(self, batch, batch_idx):
-        limit = self.run_config.train.eval_batches
-        x, c = self._inputs(batch)
-        terms = self.model.loss(x, c, kl_weight=1.0)
-        logs = {"test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
-                "test_bpd": terms["bits_per_dim"]}
-        if not limit or batch_idx < limit:
-            k = self.run_config.train.eval_k
-            log_px = self.model.importance_log_likelihood(x, c, k=k).mean()
-            logs |= {"test_log_px_iw": log_px, "test_bpd_iw": -log_px / (self.model.num_dims * 0.6931471805599453)}
-        self.log_dict(logs, on_epoch=True, sync_dist=True, batch_size=len(x))
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
 
     def configure_optimizers(self):
         t = self.run_config.train

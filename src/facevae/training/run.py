@@ -35,6 +35,7 @@ from facevae.data.datamodule import PackedDataModule
 from facevae.models import build_model
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
+from facevae.models.likelihoods import bits_per_dim
 from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile, RandomState
 from facevae.training.checkpoints import AtomicCheckpointIO, export_weights, read_exported, safe_load
 from facevae.training.config import RunConfig
@@ -208,7 +209,7 @@ def evaluate(model: VAEBase, datamodule: PackedDataModule, config: RunConfig) ->
     out = {f"test_{k}": v / count for k, v in sums.items()}
     if iw_count:
         out["test_log_px_iw"] = iw_sum / iw_count
-        out["test_bits_per_dim_iw"] = -out["test_log_px_iw"] / (model.num_dims * 0.6931471805599453)
+        out["test_bits_per_dim_iw"] = bits_per_dim(out["test_log_px_iw"], model.num_dims)
         out["iw_samples"] = t.eval_k
         out["iw_images"] = iw_count
     out["test_images"] = count

@@ -1,4 +1,4 @@
-"""A finished run, opened for analysis: the model, its config, and its data's test split."""
+"""A finished run, opened for use: the model, its config, its data, and its parts encoded."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from facevae.common.errors import DatasetError, RunError
 from facevae.data.datamodule import PackedDataModule
 from facevae.models.base import VAEBase
+from facevae.models.latents import LatentGroup, Latents, cat_latents, find_group
 from facevae.training.config import RunConfig
 from facevae.training.run import load
 
@@ -52,21 +53,50 @@ class Run:
         x, y = self.data.prepare_batch((x, y), train=False)
         return x, y, rows
 
+    def group(self, name: str | None = None) -> LatentGroup:
+        """The latent group analyses look at: ``name``, or by default the model's first (top) group."""
+        return find_group(self.model.latent_groups, name or self.model.latent_groups[0].name)
+
     @torch.no_grad()
-    def encode_test(self, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Posterior means and variances of the whole test split, with attributes and factors."""
-        mus, logvars, attrs = [], [], []
-        for x, y in self.data.batches("test", batch_size=batch_size):
-            posterior = self.model.encode(x, self.condition_of(y))
-            mus.append(posterior.mean)
-            logvars.append(posterior.variance.log())
-            attrs.append(y)
-        out = {"mu": torch.cat(mus).numpy(), "logvar": torch.cat(logvars).numpy(),
-               "attributes": torch.cat(attrs).numpy().astype(np.uint8)}
-        factors = self.data.test_factors()
-        if factors is not None:
-            out["factors"] = factors
-        return out
+    def encode(self, part: str, batch_size: int = 256, limit: int | None = None, seed: int = 0) -> "EncodedPart":
+        """Every image of a split's ``part`` (or a seeded subset of ``limit``) through the encoder, in row order."""
+        ds = self.data.dataset(part)
+        positions = np.arange(len(ds))
+        if limit is not None and len(ds) > limit:
+            positions = np.sort(np.random.default_rng(seed).choice(len(ds), limit, replace=False))
+        self.model.eval()
+        parts, attributes = [], []
+        for lo in range(0, len(positions), batch_size):
+            x, y = self.data.prepare_batch(ds.__getitems__(positions[lo:lo + batch_size]), train=False)
+            parts.append(self.model.encode(x, self.condition_of(y)))
+            attributes.append(y)
+        if not parts:
+            zeros = torch.zeros(0, self.model.latent_dim)
+            latents = Latents(self.model.latent_groups, zeros, zeros)
+            return EncodedPart(latents, np.zeros((0, self.data.num_attributes), np.uint8), None)
+        factors = self.data.part_factors(part)
+        return EncodedPart(cat_latents(parts), (torch.cat(attributes).numpy() > 0.5).astype(np.uint8),
+                           None if factors is None else factors[positions])
+
+
+@dataclass
+class EncodedPart:
+    """A part of the data through the encoder: its latents and, row for row, its labels."""
+
+    latents: Latents
+    attributes: np.ndarray  # (n, A) 0/1, the data's attribute columns
+    factors: np.ndarray | None  # (n, F) ground-truth factors, where the data has them
+
+    def __len__(self) -> int:
+        return len(self.attributes)
+
+    def codes(self, group: str | None = None) -> np.ndarray:
+        """Posterior means (n, units) of ``group`` (default every unit), float32."""
+        return self.latents.codes(group).numpy()
+
+    def kl(self, group: str | None = None) -> np.ndarray:
+        """Mean KL to the model's prior over the images, per unit (nats), float64."""
+        return self.latents.kl_per_unit(group).double().mean(0).numpy()
 
 
 def open_run(run_dir: str | os.PathLike) -> Run:
