@@ -9,7 +9,7 @@ For each backbone (small, resnet18, resnet50, inception_v3; weights none, 17 att
   eval     forward in eval mode under no_grad, as ``facevae classify eval`` runs it
 
 and the heavy augmentation alone: the batched form (``BatchAugment``, one ``grid_sample`` per
-batch) against torchvision.transforms.v2 applied image by image (``per_item_v2``), the only way v2
+batch) against torchvision.transforms.v2 applied image by image (``torchvision_per_image``), the only way v2
 gives each image its own draw.
 
 The timed steps of the contestants are interleaved (``bench/train.py``'s ``interleaved``), so a
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from facevae.recognition.augment import BatchAugment, augment_spec, per_item_v2
+from facevae.recognition.augment import BatchAugment, augment_spec, torchvision_per_image
 from facevae.recognition.backbones import BACKBONES, AttributeClassifier, count_parameters, default_input_size
 from train import interleaved, machine_line  # bench/train.py, beside this file
 
@@ -108,7 +108,7 @@ def bench_backbones(names, device, steps: int, warmup: int, rounds: int, batch_s
 
 def bench_augment(device, steps: int, warmup: int, rounds: int, batch_size: int = 64) -> dict:
     batched = BatchAugment("heavy")
-    per_image = per_item_v2(augment_spec("heavy"))
+    per_image = torchvision_per_image(augment_spec("heavy"))
 
     def v2_loop(x, _y):
         torch.stack([per_image(img) for img in x])

@@ -152,7 +152,7 @@ class BatchAugment(nn.Module):
         return x
 
 
-def per_item_v2(spec: AugmentSpec):
+def torchvision_per_image(spec: AugmentSpec):
     """The same augmentation as a torchvision.transforms.v2 pipeline for one image at a time.
 
     The reference that the batched form replaces (used by ``bench/classify.py`` for its baseline and
