@@ -1,18 +1,67 @@
+import errno
+import faulthandler
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import celeba_image, write_celeba_files
 from facevae.common.errors import DatasetError
+from facevae.common.lock import LOCK_NAME, LockedError, hold
 from facevae.data import prepare as prepare_module
 from facevae.data.packed import PackedDataset
 from facevae.data.prepare import PrepareOptions, decode_face, prepare_celeba
+
+BIG = 400  # images in the CelebA folder of the command-line tests
+BIG_CHUNK = 8
+
+
+@pytest.fixture(scope="module")
+def big_celeba(tmp_path_factory):
+    """A CelebA folder of 400 images and its uninterrupted preparation, shared by the slow tests."""
+    root = tmp_path_factory.mktemp("big")
+    src = write_celeba_files(root / "celeba", BIG)
+    fresh, _ = prepare_celeba(src, root / "fresh", PrepareOptions(workers=1, chunk=BIG_CHUNK), progress=False)
+    return src, fresh
+
+
+def prepare_command(src, out, workers=1):
+    return [sys.executable, "-m", "facevae", "data", "prepare", str(src), str(out), "--workers", str(workers),
+            "--chunk", str(BIG_CHUNK)]
+
+
+def wait_for_chunks(out, count, proc):
+    """Block until the preparation at ``out`` has finished ``count`` chunks (or its process ended)."""
+    progress = out / ".partial" / "progress.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if len(json.loads(progress.read_text())["done"]) >= count:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"the preparation did not reach {count} chunks (exit code {proc.poll()})")
+
+
+def same_dataset(a, b):
+    return (np.array_equal(np.asarray(a.images), np.asarray(b.images)) and np.array_equal(a.attributes, b.attributes)
+            and a.image_ids == b.image_ids)
+
+
+@pytest.fixture
+def hang_guard():
+    """A test that would otherwise hang for ever (a pool waiting for a dead worker) fails instead."""
+    faulthandler.dump_traceback_later(120, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def reference_face(i, size=64):
@@ -117,26 +166,216 @@ def test_interrupted_preparation_continues_without_redoing_chunks(celeba_dir, tm
     assert np.array_equal(np.asarray(dataset.images), np.asarray(fresh.images))
 
 
-def test_sigkilled_preparation_resumes_to_the_same_result(tmp_path):
-    src = write_celeba_files(tmp_path / "c", 400)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "facevae", "data", "prepare", str(src), str(out), "--workers", "1", "--chunk", "8"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress = out / ".partial" / "progress.json"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+def test_finished_chunks_whose_images_are_gone_are_done_again(celeba_dir, tmp_path, monkeypatch):
+    real = prepare_module._process_chunk
+    calls = []
+
+    def interrupted_after_three(task):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(task[0])
+        return real(task)
+
+    options = PrepareOptions(workers=1, chunk=5)
+    monkeypatch.setattr(prepare_module, "_process_chunk", interrupted_after_three)
+    with pytest.raises(DatasetError):
+        prepare_celeba(celeba_dir, tmp_path / "out", options, progress=False)
+    (tmp_path / "out" / ".partial" / "images.npy").unlink()  # as after a crash while finishing
+
+    redone = []
+    monkeypatch.setattr(prepare_module, "_process_chunk", lambda task: redone.append(task[0]) or real(task))
+    dataset, _ = prepare_celeba(celeba_dir, tmp_path / "out", options, progress=False)
+    assert sorted(redone) == list(range(0, 40, 5))
+    fresh, _ = prepare_celeba(celeba_dir, tmp_path / "fresh", options, progress=False)
+    assert same_dataset(dataset, fresh)
+
+
+def children_of(pid: int) -> set[int]:
+    """Linux: the pids whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if len(json.loads(progress.read_text())["done"]) >= 3:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkilled_preparation_resumes_to_the_same_result(big_celeba, tmp_path, workers):
+    src, fresh = big_celeba
+    out = tmp_path / "out"
+    proc = subprocess.Popen(prepare_command(src, out, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_chunks(out, 3, proc)
+    workers_pids = children_of(proc.pid) if sys.platform.startswith("linux") else set()
+    assert len(workers_pids) == (workers if workers > 1 and sys.platform.startswith("linux") else 0)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished_before = len(json.loads(progress.read_text())["done"])
-    assert 3 <= finished_before < 50, "the run should have been killed part-way"
-    subprocess.run(cmd, check=True, capture_output=True)
-    resumed = PackedDataset(out)
-    fresh, _ = prepare_celeba(src, tmp_path / "fresh", PrepareOptions(workers=1, chunk=8), progress=False)
-    assert len(resumed) == 400
-    assert np.array_equal(np.asarray(resumed.images), np.asarray(fresh.images))
+    finished_before = len(json.loads((out / ".partial" / "progress.json").read_text())["done"])
+    assert 3 <= finished_before < BIG // BIG_CHUNK, "the run should have been killed part-way"
+    # the workers go with it, instead of waiting for work for ever
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in workers_pids) and time.time() < deadline:
+        time.sleep(0.01)
+    assert not any(alive(pid) for pid in workers_pids)
+
+    rerun = subprocess.run(prepare_command(src, out, workers), check=True, capture_output=True, text=True)
+    # the killed run's lock file was left behind, naming a dead process
+    assert f"took over the lock of {out} from pid {proc.pid}" in rerun.stderr
+    assert same_dataset(PackedDataset(out), fresh)
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "workers, signum, to_group",
+    [(1, signal.SIGTERM, False), (2, signal.SIGTERM, False), (2, signal.SIGTERM, True), (2, signal.SIGINT, True)],
+    ids=["sigterm-1-worker", "sigterm-2-workers", "sigterm-to-the-group", "ctrl-c-to-the-group"],
+)
+def test_sigterm_and_ctrl_c_stop_cleanly_and_the_rerun_finishes(big_celeba, tmp_path, workers, signum, to_group):
+    src, fresh = big_celeba
+    out = tmp_path / "out"
+    # its own process group: a signal to the group reaches the workers too, as from a terminal or `timeout`
+    proc = subprocess.Popen(prepare_command(src, out, workers), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    wait_for_chunks(out, 3, proc)
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    last_line = stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert last_line.startswith(f"facevae: {out}: interrupted; run the same command again to continue from ")
+    assert not (out / "meta.json").exists() and not (out / LOCK_NAME).exists()
+    done = json.loads((out / ".partial" / "progress.json").read_text())["done"]
+    assert f"from {len(done)} finished chunks" in last_line and len(done) < BIG // BIG_CHUNK
+
+    rerun = subprocess.run(prepare_command(src, out, workers), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert same_dataset(PackedDataset(out), fresh)
+
+
+def test_too_little_free_space_is_refused_before_decoding(celeba_dir, tmp_path, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=123_456))
+    decoded = []
+    monkeypatch.setattr(prepare_module, "decode_face", lambda *args: decoded.append(args))
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError) as caught:
+        prepare_celeba(celeba_dir, out, PrepareOptions(workers=1), progress=False)
+    message = str(caught.value)
+    needed = 40 * 64 * 64 * 3
+    assert "\n" not in message and message.startswith(f"{out}: not enough free disk space")
+    assert "123,456 bytes" in message and "free" in message
+    assert int(message.split(": ")[-1].split(" bytes")[0].replace(",", "")) > needed  # the bytes needed
+    assert decoded == [] and not (out / LOCK_NAME).exists()
+
+
+def test_a_full_disk_while_writing_says_how_to_continue(celeba_dir, tmp_path, monkeypatch):
+    real = prepare_module.write_json_atomic
+    calls = []
+
+    def full_after_three_chunks(path, obj):
+        calls.append(path)
+        if len(calls) > 4:  # the first save, then three chunks
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, obj)
+
+    monkeypatch.setattr(prepare_module, "write_json_atomic", full_after_three_chunks)
+    options = PrepareOptions(workers=1, chunk=5)
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError) as caught:
+        prepare_celeba(celeba_dir, out, options, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{out}: the disk is full (No space left on device")
+    assert "free some space, then run the same command again to continue from 3 finished chunks" in message
+    monkeypatch.setattr(prepare_module, "write_json_atomic", real)
+    resumed, _ = prepare_celeba(celeba_dir, out, options, progress=False)
+    fresh, _ = prepare_celeba(celeba_dir, tmp_path / "fresh", options, progress=False)
+    assert same_dataset(resumed, fresh)
+
+
+def test_a_dead_worker_is_a_one_line_error_and_the_rerun_continues(celeba_dir, tmp_path, monkeypatch, hang_guard):
+    real = prepare_module.decode_face
+    fatal = (celeba_dir / "img_align_celeba" / "000023.jpg").read_bytes()
+    test_process = os.getpid()
+
+    def dies_on_one_image(data, *args):
+        if data == fatal and os.getpid() != test_process:
+            os._exit(1)  # as if killed: no exception, no result
+        return real(data, *args)
+
+    monkeypatch.setattr(prepare_module, "decode_face", dies_on_one_image)  # the forked workers inherit it
+    options = PrepareOptions(workers=2, chunk=5)
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError) as caught:
+        prepare_celeba(celeba_dir, out, options, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{out}: a decoder process died")
+    done = json.loads((out / ".partial" / "progress.json").read_text())["done"]
+    assert f"run the same command again to continue from {len(done)} finished chunks" in message
+    assert 20 not in done and not (out / "meta.json").exists()
+
+    monkeypatch.setattr(prepare_module, "decode_face", real)
+    resumed, _ = prepare_celeba(celeba_dir, out, options, progress=False)
+    fresh, _ = prepare_celeba(celeba_dir, tmp_path / "fresh", PrepareOptions(workers=1, chunk=5), progress=False)
+    assert same_dataset(resumed, fresh)
+
+
+def test_one_preparation_at_a_time(celeba_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with hold(out, what="preparing a dataset"):
+        with pytest.raises(LockedError) as caught:
+            prepare_celeba(celeba_dir, out, PrepareOptions(workers=1), progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and f"{out}: in use by pid {os.getpid()}" in message and "preparing a dataset" in message
+    assert not (out / ".partial").exists()  # refused before touching anything
+    prepare_celeba(celeba_dir, out, PrepareOptions(workers=1), progress=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs, where this machine lets us mount one (root, mount allowed); skipped elsewhere."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs Linux and root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_preparing_onto_a_real_full_disk(small_disk, big_celeba, celeba_dir, monkeypatch):
+    src, _ = big_celeba  # 400 images of 64x64: 4.9 MB, more than the disk holds
+    run = subprocess.run(prepare_command(src, small_disk / "big", workers=2), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f"facevae: error: {small_disk / 'big'}: not enough free disk space"), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+    # Past the free-space check (told of plenty), reserving the blocks fails cleanly: no SIGBUS later.
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10**12))
+    with pytest.raises(DatasetError, match="the disk is full"):
+        prepare_celeba(src, small_disk / "told", PrepareOptions(workers=1), progress=False)
+    monkeypatch.undo()
+
+    small, _ = prepare_celeba(celeba_dir, small_disk / "small", PrepareOptions(workers=2), progress=False)
+    assert len(small) == 40

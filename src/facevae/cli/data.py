@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -106,11 +107,16 @@ def cmd_fake_celeba(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from facevae.data.prepare import PrepareOptions, format_integrity, prepare_celeba
+    from facevae.data.prepare import PreparationInterrupted, PrepareOptions, format_integrity, prepare_celeba
 
     options = PrepareOptions(size=args.size, crop=args.crop, workers=args.workers, chunk=args.chunk,
                              fast_decode=not args.full_decode)
-    dataset, report = prepare_celeba(args.src, args.out, options, overwrite=args.overwrite)
+    try:
+        dataset, report = prepare_celeba(args.src, args.out, options, overwrite=args.overwrite)
+    except PreparationInterrupted as exc:
+        # the shell's convention for a process stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM
+        print(f"facevae: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     print(format_integrity(report))
     print(f"wrote {dataset} in {report['seconds']} s; integrity report: {dataset.root / 'integrity.json'}")
     return 0

@@ -17,9 +17,11 @@ Layout of a packed dataset folder::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,72 @@ from facevae.data.attributes import PARTITION_NAMES
 
 FORMAT_VERSION = 1
 OFFICIAL_SPLIT = "official"
+# Room needed beside images.npy: the small arrays, image ids, progress and integrity files.
+SPACE_MARGIN_BYTES = 2**20
+SPACE_PER_IMAGE_BYTES = 256
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _format_bytes(n: int) -> str:
+    """``1,234,567 bytes (1.2 MiB)``: exact to compare with ``df``, rounded to read."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    exponent = min((n.bit_length() - 1) // 10, 3)
+    return f"{n:,} bytes ({n / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]})"
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise a one-line DatasetError unless ``folder``'s disk has ``needed`` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DatasetError(
+            f"{folder}: not enough free disk space for {what}: "
+            f"{_format_bytes(needed)} needed, {_format_bytes(free)} free"
+        )
+
+
+def _disk_full(folder: str | os.PathLike, exc: OSError, file: str | os.PathLike | None, hint: str) -> DatasetError:
+    try:
+        free = f"{_format_bytes(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    writing = f" while writing {file}" if file else ""
+    return DatasetError(f"{folder}: the disk is full ({exc.strerror}{writing}; {free}){hint}")
+
+
+@contextmanager
+def disk_full_as_error(folder: str | os.PathLike, hint: str = ""):
+    """A full disk (ENOSPC, EDQUOT) while writing under ``folder`` becomes a one-line DatasetError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise _disk_full(folder, exc, exc.filename, hint) from None
+
+
+def preallocate(path: Path, folder: Path, what: str, margin: int = SPACE_MARGIN_BYTES) -> None:
+    """Reserve the disk blocks of all of ``path`` now, after checking that they and ``margin`` are free.
+
+    Writing through a memory map into a hole of a sparse file on a full disk kills the process
+    with SIGBUS instead of raising; with the blocks reserved, the writes cannot run out of space.
+    """
+    status = os.stat(path)
+    allocated = getattr(status, "st_blocks", 0) * 512
+    check_free_space(folder, max(status.st_size - allocated, 0) + margin, what)
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, status.st_size)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(folder, exc, path, "") from None
+        # a filesystem that cannot preallocate: the free-space check above is all there is
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -168,7 +236,8 @@ class PackedWriter:
         self.work = self.root / ".partial"
         self.count, self.height, self.width = count, height, width
         shape = (count, height, width, 3)
-        if resume and self.images_path.is_file():
+        self.resumed = resume and self.images_path.is_file()  # False: a new, empty images file
+        if self.resumed:
             existing = np.load(self.images_path, mmap_mode="r").shape
             if existing != shape:
                 raise DatasetError(
@@ -179,8 +248,11 @@ class PackedWriter:
             if self.work.exists():
                 shutil.rmtree(self.work)
             self.work.mkdir(parents=True)
-            np.lib.format.open_memmap(self.images_path, mode="w+", dtype=np.uint8, shape=shape).flush()
+            with disk_full_as_error(self.root):
+                np.lib.format.open_memmap(self.images_path, mode="w+", dtype=np.uint8, shape=shape).flush()
         self.offset = np.load(self.images_path, mmap_mode="r").offset  # bytes of .npy header
+        preallocate(self.images_path, self.root, f"{count:,} images of {height}x{width}",
+                    margin=SPACE_MARGIN_BYTES + SPACE_PER_IMAGE_BYTES * count)
 
     @property
     def images_path(self) -> Path:
@@ -218,18 +290,18 @@ class PackedWriter:
     ) -> PackedDataset:
         keep = np.ones(self.count, bool) if keep is None else np.asarray(keep, bool)
         kept = np.flatnonzero(keep)
-        if len(kept) < self.count:
-            self._compact(keep, chunk)
-
         partition = np.full(self.count, -1, np.int8) if partition is None else np.asarray(partition, np.int8)
-        np.save(self.work / "attributes.npy", np.asarray(attributes, np.uint8)[kept])
-        np.save(self.work / "partition.npy", partition[kept])
-        if image_ids is not None:
-            (self.work / "image_ids.json").write_text(json.dumps([image_ids[i] for i in kept]))
-        if factors is not None:
-            np.save(self.work / "factors.npy", np.asarray(factors, np.int64)[kept])
-        if integrity is not None:
-            write_json_atomic(self.work / "integrity.json", integrity)
+        with disk_full_as_error(self.root, "; free some space and run the same command again to finish"):
+            if len(kept) < self.count:
+                self._compact(keep, chunk)
+            np.save(self.work / "attributes.npy", np.asarray(attributes, np.uint8)[kept])
+            np.save(self.work / "partition.npy", partition[kept])
+            if image_ids is not None:
+                (self.work / "image_ids.json").write_text(json.dumps([image_ids[i] for i in kept]))
+            if factors is not None:
+                np.save(self.work / "factors.npy", np.asarray(factors, np.int64)[kept])
+            if integrity is not None:
+                write_json_atomic(self.work / "integrity.json", integrity)
         meta = PackedMeta(
             count=len(kept),
             height=self.height,
@@ -240,20 +312,24 @@ class PackedWriter:
             source=source,
             preprocessing=preprocessing,
         )
-        for name in ("images.npy", "attributes.npy", "partition.npy", "image_ids.json", "factors.npy", "integrity.json"):
+        for name in ("images.npy", "attributes.npy", "partition.npy", "image_ids.json", "factors.npy",
+                     "integrity.json"):
             if (self.work / name).exists():
                 os.replace(self.work / name, self.root / name)
         # meta.json last: its presence marks the dataset as complete.
-        write_json_atomic(self.root / "meta.json", meta.__dict__)
+        with disk_full_as_error(self.root):
+            write_json_atomic(self.root / "meta.json", meta.__dict__)
         shutil.rmtree(self.work, ignore_errors=True)
         return PackedDataset(self.root)
 
     def _compact(self, keep: np.ndarray, chunk: int) -> None:
         kept = np.flatnonzero(keep)
         compact_path = self.work / "images.compact.npy"
-        out = np.lib.format.open_memmap(
-            compact_path, mode="w+", dtype=np.uint8, shape=(len(kept), self.height, self.width, 3)
-        )
+        shape = (len(kept), self.height, self.width, 3)
+        np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8, shape=shape).flush()
+        # dropping rows takes a second, compacted copy of the images for a moment
+        preallocate(compact_path, self.root, f"a compacted copy of {len(kept):,} images")
+        out = np.load(compact_path, mmap_mode="r+")
         done = 0
         for lo in range(0, self.count, chunk):
             hi = min(lo + chunk, self.count)
@@ -267,7 +343,9 @@ class PackedWriter:
         os.replace(compact_path, self.images_path)
 
 
-def write_packed(root: str | os.PathLike, images: np.ndarray, attributes: np.ndarray, attribute_names: list[str], **kwargs) -> PackedDataset:
+def write_packed(
+    root: str | os.PathLike, images: np.ndarray, attributes: np.ndarray, attribute_names: list[str], **kwargs
+) -> PackedDataset:
     """Write a whole in-memory dataset at once (small data, tests)."""
     images = np.asarray(images, np.uint8)
     writer = PackedWriter(root, len(images), images.shape[1], images.shape[2])

@@ -5,17 +5,30 @@ output file; the main process only records which chunks are done, which is what 
 interrupted preparation pick up where it stopped. JPEGs are decoded at a reduced DCT scale when
 that still leaves the crop at least as large as the target (libjpeg's ``draft`` mode), which is
 several times cheaper than decoding all 178×218 pixels and then throwing most of them away.
+
+One preparation at a time writes into an output folder (a lock file there names the holder).
+The output's disk space is checked and reserved before anything is decoded. Ctrl-C and SIGTERM
+stop it cleanly, keeping the finished chunks, and so does a decoder process that dies: each says
+how to continue.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
 import math
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,9 +38,10 @@ from tqdm.auto import tqdm
 
 from facevae.common.errors import DatasetError
 from facevae.common.files import write_json_atomic
+from facevae.common.lock import hold
 from facevae.data.attributes import PARTITION_NAMES
-from facevae.data.celeba_files import ImageSource, find_layout, read_annotations
-from facevae.data.packed import PackedDataset, PackedWriter
+from facevae.data.celeba_files import Annotations, CelebaLayout, ImageSource, find_layout, read_annotations
+from facevae.data.packed import PackedDataset, PackedWriter, disk_full_as_error
 
 CELEBA_CROP = 148
 # A face image whose pixels barely vary (blank, one colour) is flagged, not dropped: the user decides.
@@ -64,10 +78,38 @@ def decode_face(data: bytes, size: int, crop: int = CELEBA_CROP, fast: bool = Tr
 
 # --- worker side ----------------------------------------------------------------------------------
 _worker: dict = {}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _init_worker(source: ImageSource, writer: PackedWriter, options: PrepareOptions) -> None:
     _worker.update(source=source.for_worker(), writer=writer, options=options)
+
+
+def _init_pool_worker(source: ImageSource, writer: PackedWriter, options: PrepareOptions) -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the pool and the workers
+    # finish their chunk. SIGTERM gets its default back (a forked worker inherits the main
+    # process's handler), so that the pool can still stop a worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _stop_with_main_process()
+    _init_worker(source, writer, options)
+
+
+def _stop_with_main_process() -> None:
+    """On Linux, a worker whose main process is killed outright (SIGKILL, the OOM killer) is killed too.
+
+    It would otherwise wait forever for work: its siblings keep the task pipe open.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os._exit(1)
 
 
 def _process_chunk(task: tuple[int, list[str | None]]):
@@ -96,18 +138,100 @@ def _process_chunk(task: tuple[int, list[str | None]]):
 
 
 # --- main side ------------------------------------------------------------------------------------
+class PreparationInterrupted(DatasetError):
+    """Ctrl-C or SIGTERM stopped a preparation; its finished chunks are kept. ``signum``: which one."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that both stop the same way."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can have signal handlers; SIGTERM keeps its default
+        return
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM stops at once
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def _fingerprint(image_ids: list[str], options: PrepareOptions, source: str) -> str:
     digest = hashlib.sha1("\n".join(image_ids).encode())
     digest.update(json.dumps([asdict(options) | {"workers": None}, source], sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def _load_progress(path: Path, fingerprint: str) -> dict | None:
-    try:
-        progress = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return progress if progress.get("fingerprint") == fingerprint else None
+@dataclass
+class _Source:
+    """The annotated images, and which of them the image source has."""
+
+    layout: CelebaLayout
+    ann: Annotations
+    names: list[str | None]  # per annotation row: the image's name in the source, None where missing
+    missing: list[str]
+    unannotated: list[str]
+
+    @classmethod
+    def read(cls, src: str | os.PathLike) -> "_Source":
+        layout = find_layout(src)
+        ann = read_annotations(layout)
+        present = layout.images.names()
+        names = [image_id if image_id in present else None for image_id in ann.image_ids]
+        missing = [image_id for image_id, name in zip(ann.image_ids, names) if name is None]
+        annotated = set(ann.image_ids)
+        unannotated = sorted(
+            n for n in present if n not in annotated and n.lower().endswith((".jpg", ".jpeg", ".png"))
+        )
+        return cls(layout, ann, names, missing, unannotated)
+
+
+class _ChunkLog:
+    """The finished chunks and the problems they found, saved after each chunk so that a rerun continues."""
+
+    def __init__(self, out: Path, fingerprint: str):
+        self.out = out
+        self.path = out / ".partial" / "progress.json"
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = None
+        self.resumed = state is not None and state.get("fingerprint") == fingerprint
+        self.fingerprint = fingerprint
+        self.state = state if self.resumed else self._empty()
+        self.saved = len(self.state["done"])  # the finished chunks a rerun will find
+
+    def _empty(self) -> dict:
+        return {"fingerprint": self.fingerprint, "done": [], "bad": [], "flat": []}
+
+    def restart(self) -> None:
+        self.state, self.saved = self._empty(), 0
+
+    def save(self) -> None:
+        with disk_full_as_error(self.out, f"; free some space, then {self.how_to_continue()}"):
+            write_json_atomic(self.path, self.state)
+        self.saved = len(self.state["done"])
+
+    def record(self, result: tuple[int, list, list]) -> None:
+        start, bad, flat = result
+        self.state["done"].append(start)
+        self.state["bad"] += bad
+        self.state["flat"] += flat
+        self.save()
+
+    def how_to_continue(self) -> str:
+        return f"run the same command again to continue from {self.saved} finished chunks"
 
 
 def _synthetic_factors(root: Path, count: int) -> tuple[np.ndarray, dict] | None:
@@ -119,6 +243,11 @@ def _synthetic_factors(root: Path, count: int) -> tuple[np.ndarray, dict] | None
     return (factors, json.loads(info_path.read_text())) if len(factors) == count else None
 
 
+def _refuse_finished(out: Path, overwrite: bool) -> None:
+    if (out / "meta.json").exists() and not overwrite:
+        raise DatasetError(f"{out}: already holds a packed dataset; pass --overwrite to replace it")
+
+
 def prepare_celeba(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -127,74 +256,115 @@ def prepare_celeba(
     overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[PackedDataset, dict]:
-    """Pack CelebA at ``src`` into ``out``; returns the dataset and its integrity report."""
+    """Pack CelebA at ``src`` into ``out``; returns the dataset and its integrity report.
+
+    Raises DatasetError when ``out`` is being prepared by another process, lacks the disk space,
+    or a decoder process dies, and PreparationInterrupted (a DatasetError) on Ctrl-C or SIGTERM.
+    Run again, a preparation that stopped early continues from its finished chunks.
+    """
     options = options or PrepareOptions()
     out = Path(out)
-    if (out / "meta.json").exists() and not overwrite:
-        raise DatasetError(f"{out}: already holds a packed dataset; pass --overwrite to replace it")
+    _refuse_finished(out, overwrite)
     started = time.perf_counter()
-    layout = find_layout(src)
-    ann = read_annotations(layout)
-    present = layout.images.names()
-    names = [image_id if image_id in present else None for image_id in ann.image_ids]
-    missing = [image_id for image_id, name in zip(ann.image_ids, names) if name is None]
-    annotated = set(ann.image_ids)
-    unannotated = sorted(n for n in present if n not in annotated and n.lower().endswith((".jpg", ".jpeg", ".png")))
-
-    count = len(ann.image_ids)
+    source = _Source.read(src)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(ann.image_ids, options, layout.images.describe())
-    progress_path = out / ".partial" / "progress.json"
-    state = _load_progress(progress_path, fingerprint)
-    writer = PackedWriter(out, count, options.size, options.size, resume=state is not None)
-    state = state or {"fingerprint": fingerprint, "done": [], "bad": [], "flat": []}
-    write_json_atomic(progress_path, state)
+    with hold(out, what="preparing a dataset"), _sigterm_as_interrupt():
+        _refuse_finished(out, overwrite)  # again: the holder we waited for may have finished it
+        log = _ChunkLog(out, _fingerprint(source.ann.image_ids, options, source.layout.images.describe()))
+        try:
+            writer = PackedWriter(out, len(source.names), options.size, options.size, resume=log.resumed)
+            if not writer.resumed:  # the images of the finished chunks are gone (or there were none)
+                log.restart()
+            log.save()
+            _decode(source, writer, options, log, progress)
+            return _finalize(source, writer, options, log, started)
+        except KeyboardInterrupt as exc:
+            signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+            raise PreparationInterrupted(f"{out}: interrupted; {log.how_to_continue()}", signum) from None
 
-    done = set(state["done"])
-    tasks = [(s, names[s : s + options.chunk]) for s in range(0, count, options.chunk) if s not in done]
+
+def _decode(source: _Source, writer: PackedWriter, options: PrepareOptions, log: _ChunkLog, progress: bool) -> None:
+    """Decode the chunks not finished yet into ``writer``'s rows, recording each in ``log``."""
+    count = len(source.names)
+    done = set(log.state["done"])
+    tasks = [(s, source.names[s : s + options.chunk]) for s in range(0, count, options.chunk) if s not in done]
     workers = min(options.workers or os.cpu_count() or 1, max(len(tasks), 1))
     bar = tqdm(total=count, initial=count - sum(len(t[1]) for t in tasks), unit="img",
                desc="prepare", disable=not progress, smoothing=0.05)
 
     def record(result) -> None:
-        start, bad, flat = result
-        state["done"].append(start)
-        state["bad"] += bad
-        state["flat"] += flat
-        write_json_atomic(progress_path, state)
-        bar.update(min(options.chunk, count - start))
+        log.record(result)
+        bar.update(min(options.chunk, count - result[0]))
 
+    init_args = (source.layout.images, writer, options)
     try:
         if workers <= 1:
-            _init_worker(layout.images, writer, options)
+            _init_worker(*init_args)
             for task in tasks:
                 record(_process_chunk(task))
         else:
-            # fork shares the parsed annotations for free; spawn where fork is unavailable.
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with mp.get_context(method).Pool(workers, _init_worker, (layout.images, writer, options)) as pool:
-                for result in pool.imap_unordered(_process_chunk, tasks):
-                    record(result)
-    except KeyboardInterrupt:
+            _decode_in_pool(tasks, workers, init_args, record, log)
+    finally:
         bar.close()
-        raise DatasetError(f"interrupted; run the same command again to continue from {len(state['done'])} finished chunks") from None
-    bar.close()
 
+
+def _decode_in_pool(tasks: list, workers: int, init_args: tuple, record: Callable, log: _ChunkLog) -> None:
+    # fork shares the parsed annotations for free; spawn where fork is unavailable.
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # A ProcessPoolExecutor notices a worker that dies (multiprocessing.Pool waits forever for its chunk).
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_init_pool_worker,
+                               initargs=init_args)
+    futures: list[Future] = []
+    recorded: set[Future] = set()
+    try:
+        for task in tasks:
+            futures.append(pool.submit(_process_chunk, task))
+        for future in as_completed(futures):
+            record(future.result())
+            recorded.add(future)
+    except BrokenProcessPool:
+        _record_finished(futures, recorded, record)
+        raise DatasetError(
+            f"{log.out}: a decoder process died (killed from outside, or for lack of memory); {log.how_to_continue()}"
+        ) from None
+    except KeyboardInterrupt:
+        # The workers ignore Ctrl-C and finish the chunks they started: keep those too.
+        pool.shutdown(wait=True, cancel_futures=True)
+        _record_finished(futures, recorded, record)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _record_finished(futures: list[Future], recorded: set[Future], record: Callable) -> None:
+    """Record the chunks that finished but were not recorded yet, when the pool stops early."""
+    for future in futures:
+        if future not in recorded and future.done() and not future.cancelled() and future.exception() is None:
+            record(future.result())
+            recorded.add(future)
+
+
+def _finalize(
+    source: _Source, writer: PackedWriter, options: PrepareOptions, log: _ChunkLog, started: float
+) -> tuple[PackedDataset, dict]:
+    """Drop the missing and undecodable rows, write the annotations and the integrity report."""
+    state = log.state
     bad_rows = {row for row, _, _ in state["bad"]}
-    keep = np.array([name is not None and i not in bad_rows for i, name in enumerate(names)])
-    report = _integrity_report(layout, ann, options, keep, missing, unannotated, state, time.perf_counter() - started)
-    synthetic = _synthetic_factors(layout.root, count)
+    keep = np.array([name is not None and i not in bad_rows for i, name in enumerate(source.names)])
+    report = _integrity_report(source.layout, source.ann, options, keep, source.missing, source.unannotated,
+                               state, time.perf_counter() - started)
+    synthetic = _synthetic_factors(source.layout.root, len(source.names))
     factor_kwargs = {}
     if synthetic is not None:
         factors, info = synthetic
         factor_kwargs = dict(factors=factors, factor_names=info["factor_names"], factor_sizes=info["factor_sizes"])
     dataset = writer.finalize(
-        attributes=ann.attributes,
-        attribute_names=ann.attribute_names,
+        attributes=source.ann.attributes,
+        attribute_names=source.ann.attribute_names,
         keep=keep,
-        partition=ann.partition,
-        image_ids=ann.image_ids,
-        source=f"celeba: {layout.images.describe()}",
+        partition=source.ann.partition,
+        image_ids=source.ann.image_ids,
+        source=f"celeba: {source.layout.images.describe()}",
         preprocessing=options.describe(),
         integrity=report,
         **factor_kwargs,
@@ -240,6 +410,7 @@ def _integrity_report(layout, ann, options, keep, missing, unannotated, state, s
 def format_integrity(report: dict) -> str:
     """The integrity report as a few lines for the terminal."""
     ok = lambda flag: "ok" if flag else "CHECK"  # noqa: E731
+    flat = report["quasi_constant_images"]
     lines = [
         f"annotation rows      {report['annotation_rows']}",
         f"images found         {report['images_found']}  [{ok(report['count_matches'])}]",
@@ -247,7 +418,7 @@ def format_integrity(report: dict) -> str:
         f"unannotated images   {report['unannotated_images']['count']}",
         f"attributes binary    {ok(report['attributes_binary'])}; missing values {report['missing_values']}",
         f"corrupt images       {report['corrupt_images']['count']} skipped",
-        f"quasi-constant       {report['quasi_constant_images']['count']} flagged (std < {report['quasi_constant_images']['threshold_std']})",
+        f"quasi-constant       {flat['count']} flagged (std < {flat['threshold_std']})",
         f"written              {report['written']}  {report['partition_counts']}",
     ]
     if report.get("constant_attributes"):
