@@ -139,3 +139,58 @@ def test_samples_lie_on_the_grid_near_the_mean(cls):
 
 def test_bits_per_dim_converts_nats_per_image():
     assert bits_per_dim(torch.tensor(-8 * 3072 * math.log(2)), 3072).item() == pytest.approx(8.0)
+
+
+# --- the discretised mixture of logistics (the hierarchical VAE's likelihood) -----------------------------
+def mixture_params(B=2, K=3, H=2, W=2, seed=0, coeffs=True):
+    """K logits, then per channel K means, K log-scales, K coefficients."""
+    torch.manual_seed(seed)
+    params = torch.randn(B, 10 * K, H, W)
+    if not coeffs:  # tanh(0) = 0: the channels independent given the component
+        params[:, K:].view(B, 3, 3 * K, H, W)[:, :, 2 * K:] = 0.0
+    return params
+
+
+def test_mixture_probabilities_of_every_colour_sum_to_one():
+    from facevae.models.likelihoods import DiscretizedMixtureLogistic
+
+    params = mixture_params(B=1, K=2, H=1, W=1)
+    levels = torch.arange(256.0) / 255
+    # P(red) from the red channel alone: the mixture of each component's red bin
+    red = DiscretizedMixtureLogistic(params, 2)
+    red_bins = DiscretizedLogistic.bin_log_prob(levels.view(256, 1) * 2 - 1, red.means[0, 0, :, 0, 0],
+                                                red.log_scales[0, 0, :, 0, 0]) + red.logits[0, :, 0, 0]
+    p_red = torch.logsumexp(red_bins, dim=1).exp()
+    assert float(p_red.double().sum()) == pytest.approx(1.0, abs=1e-5)
+    # summing green and blue out of the joint, whose means depend on red (and green), leaves P(red)
+    green, blue = torch.meshgrid(levels, levels, indexing="ij")
+    for r in (0, 17, 128, 255):
+        x = torch.stack([torch.full_like(green, levels[r]), green, blue], 0).reshape(3, -1).T.reshape(-1, 3, 1, 1)
+        joint = DiscretizedMixtureLogistic(params.expand(len(x), -1, -1, -1), 2).log_prob(x).double().exp().sum()
+        assert float(joint) == pytest.approx(float(p_red[r]), rel=1e-4)
+
+
+def test_one_component_without_coefficients_is_the_discretised_logistic():
+    from facevae.models.likelihoods import DiscretizedMixtureLogistic
+
+    params = mixture_params(K=1, coeffs=False)
+    mixture = DiscretizedMixtureLogistic(params, 1)
+    per_channel = params[:, 1:].view(2, 3, 3, 2, 2)  # (B, channel, [mean, log-scale, coefficient], H, W)
+    means, log_scales = per_channel[:, :, 0], per_channel[:, :, 1].clamp(min=-7.0)
+    plain = DiscretizedLogistic(means, log_scales)
+    x = torch.rand(2, 3, 2, 2)
+    torch.testing.assert_close(mixture.log_prob(x), plain.log_prob(x))
+    torch.testing.assert_close(mixture.image(), plain.image())
+
+
+def test_mixture_samples_lie_on_the_grid_and_gradients_are_finite():
+    from facevae.models.likelihoods import DiscretizedMixtureLogistic
+
+    params = mixture_params(K=4).requires_grad_()
+    dist = DiscretizedMixtureLogistic(params, 4)
+    x = dist.sample(torch.Generator().manual_seed(0))
+    assert torch.equal(x, torch.round(x * 255) / 255) and 0 <= x.min() and x.max() <= 1
+    edges = torch.zeros(2, 3, 2, 2)
+    edges[:, :, 0] = 1.0  # the open outer bins
+    dist.log_prob(edges).sum().backward()
+    assert torch.isfinite(params.grad).all()

@@ -1,160 +1,65 @@
-"""The shared interface of the VAE family and its convolutional encoder/decoder.
+"""The shared interface of the VAE family: what every model offers the rest of the tool.
 
-x (B, C, H, W) in [0, 1] ─ConvEncoder─▶ (B, 256k, 4, 4) ─Linear─▶ μ, log σ² ─▶ q(z|x) = N(μ, σ²)
-z ~ q by the reparameterisation trick (rsample) ─Linear─▶ (B, 256k, 4, 4) ─ConvDecoder─▶ p(x|z)
-
-Conditional models add a condition vector (see cvae.py) next to the flattened features before the
-posterior heads, and next to z before the decoder; :meth:`VAEBase.condition` is the only hook.
+``encode(x, c)`` → :class:`~facevae.models.latents.Latents`, ``decode(codes, c)`` → an observation
+model, ``prior_codes`` / ``sample`` / ``reconstruct``, ``loss`` (training), ``importance_log_likelihood``
+and ``evaluate`` (test numbers). The flat model is in conv.py, the hierarchical one in hvae.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.distributions import Independent, Normal, kl_divergence
 
 from facevae.models.config import ModelConfig
-from facevae.models.latents import LatentGroup, Latents, flat_groups
-from facevae.models.likelihoods import DiscretizedGaussian, DiscretizedLogistic, bits_per_dim
-
-# log σ² is clamped: exp() cannot overflow in the first steps, and a posterior no narrower than
-# e^-6 keeps importance weights q(z|x) bounded.
-LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
-LOG_SCALE_MIN = -7.0  # pixel log-scale floor of PixelCNN++: ~1/8 of a bin in [-1, 1] units
-# Stride-2 convolutions with padding 1 halve the size exactly with a 3x3 kernel; transposed ones
-# double it with a 4x4 kernel, whose taps overlap evenly (a 3x3 one gives checkerboard artefacts).
-ENC_KERNEL, DEC_KERNEL = 3, 4
-
-
-def level_widths(image_size: int, width: int) -> list[int]:
-    """Channels after each 2x downsampling, from image_size down to 4x4: 32k, 64k, 128k, 256k, 256k."""
-    levels = int(math.log2(image_size)) - 2
-    return [32 * width * min(2**i, 8) for i in range(levels)]
-
-
-def _norm(kind: str, ch: int) -> nn.Module:
-    return nn.BatchNorm2d(ch) if kind == "batch" else nn.GroupNorm(8, ch)
-
-
-class ConvEncoder(nn.Sequential):
-    def __init__(self, in_ch: int, widths: list[int], norm: str = "batch"):
-        layers = []
-        for w in widths:
-            layers += [nn.Conv2d(in_ch, w, ENC_KERNEL, 2, 1, bias=False), _norm(norm, w), nn.LeakyReLU(0.2)]
-            in_ch = w
-        super().__init__(*layers)
-
-
-class ConvDecoder(nn.Sequential):
-    """Mirror of the encoder: (B, widths[-1], 4, 4) → (B, out_ch, 4·2^L, 4·2^L).
-
-    The last transposed convolution outputs the observation model's parameters directly: one more
-    32k-channel layer at full resolution would halve the speed for little gain (DCGAN's choice).
-    """
-
-    def __init__(self, widths: list[int], out_ch: int, norm: str = "batch"):
-        layers = []
-        in_ch = widths[-1]
-        for w in widths[::-1][1:]:  # 256k → 128k → 64k → 32k
-            layers += [nn.ConvTranspose2d(in_ch, w, DEC_KERNEL, 2, 1, bias=False), _norm(norm, w), nn.LeakyReLU(0.2)]
-            in_ch = w
-        layers.append(nn.ConvTranspose2d(in_ch, out_ch, DEC_KERNEL, 2, 1))
-        super().__init__(*layers)
+from facevae.models.latents import LatentGroup, Latents
+from facevae.models.likelihoods import bits_per_dim
 
 
 class VAEBase(nn.Module):
-    """Encode → posterior, reparameterised sample, decode → observation model, loss terms, evaluation.
+    """What every model of the family offers; subclasses build the networks.
 
     ``x`` is float in [0, 1], (B, C, H, W); ``c`` is float (B, num_conditions) of 0/1 attributes in
-    the order of ``config.condition_names``, or None. Unconditional models ignore ``c``.
+    the order of ``config.condition_names``, or None. Unconditional models ignore ``c``. Codes are
+    the flat view of :class:`~facevae.models.latents.Latents` (the prior's standardised coordinates).
     """
 
-    def __init__(self, config: ModelConfig, cond_dim: int = 0):
+    def __init__(self, config: ModelConfig, latent_dim: int):
         super().__init__()
         self.config = config
-        self.latent_dim = config.latent_dim
+        self.latent_dim = latent_dim  # every latent unit, all groups together
         self.num_conditions = config.num_conditions
         self.num_dims = config.input_dim
-        widths = level_widths(config.image_size, config.width)
-        self._top = (widths[-1], 4, 4)
-        features = widths[-1] * 16
-        self.encoder = ConvEncoder(config.channels, widths, config.norm)
-        self.to_posterior = nn.Linear(features + cond_dim, 2 * config.latent_dim)
-        self.from_latent = nn.Linear(config.latent_dim + cond_dim, features)
-        gaussian = config.likelihood == "gaussian"
-        self.decoder = ConvDecoder(widths, config.channels * (1 if gaussian else 2), config.norm)
-        # The Gaussian's scale is one number per channel, not predicted: that is what makes it MSE-like.
-        # Start at a tenth of the [-1, 1] range, about the error of a blurry first reconstruction.
-        self.pixel_log_scale = nn.Parameter(torch.full((config.channels,), math.log(0.1))) if gaussian else None
 
-    # -- conditioning hook -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- what a model defines ------------------------------------------------------------------------
+    @property
+    def latent_groups(self) -> tuple[LatentGroup, ...]:
+        raise NotImplementedError
+
     def condition(self, c: torch.Tensor | None) -> torch.Tensor | None:
         """The condition as a vector (B, cond_dim) to concatenate, or None (unconditional)."""
         return None
 
-    # -- the model ---------------------------------------------------------------------------------
-    @property
-    def latent_groups(self) -> tuple[LatentGroup, ...]:
-        """One group, ``z``: the prior is N(0, I), so the standardised codes of Latents are z itself."""
-        return flat_groups({"z": (self.latent_dim,)})
-
-    def prior(self, n: int) -> Independent:
-        zeros = torch.zeros(n, self.latent_dim, device=self.to_posterior.weight.device)
-        return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1, validate_args=False)
-
-    def posterior(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Independent:
-        """q(z|x, c) = N(μ, σ²) per dimension."""
-        h = _cat(self.encoder(x).flatten(1), self.condition(c))
-        # float32: KL and log q in bf16 would lose the digits that bits/dim need
-        mu, logvar = self.to_posterior(h).float().chunk(2, dim=1)
-        std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
-        return Independent(Normal(mu, std, validate_args=False), 1, validate_args=False)
-
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Latents:
-        """The posterior as :class:`Latents` (what analysis, metrics and probes read)."""
-        q = self.posterior(x, c).base_dist
-        return Latents(self.latent_groups, q.loc, q.scale)
+        raise NotImplementedError
 
-    def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> DiscretizedLogistic | DiscretizedGaussian:
-        h = F.leaky_relu(self.from_latent(_cat(z, self.condition(c))), 0.2)
-        out = self.decoder(h.view(-1, *self._top))
-        C = self.config.channels
-        if self.pixel_log_scale is not None:
-            return DiscretizedGaussian(torch.tanh(out), self.pixel_log_scale.clamp(min=LOG_SCALE_MIN).view(1, C, 1, 1))
-        return DiscretizedLogistic(torch.tanh(out[:, :C]), out[:, C:].clamp(min=LOG_SCALE_MIN))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> dict:
-        posterior = self.posterior(x, c)
-        z = posterior.rsample()  # reparameterisation: z = μ + σ·ε, differentiable in μ and σ
-        return {"posterior": posterior, "z": z, "observation": self.decode(z, c)}
+    def decode(self, codes: torch.Tensor, c: torch.Tensor | None = None):
+        """The observation model p(x | codes, c): ``log_prob(x)`` in nats per image, ``image()``, ``sample()``."""
+        raise NotImplementedError
 
     def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None) -> dict:
-        """Training objective and the terms to log (per-image means, nats).
+        """Training objective and the terms to log (per-image means, nats): at least loss, recon, kl,
+        elbo and bits_per_dim, the last two the true bound (KL weight 1), comparable across runs."""
+        raise NotImplementedError
 
-        loss = recon + kl_weight · Σ_d max(free_bits, batch-mean KL_d); kl_weight defaults to β.
-        elbo and bits_per_dim are the true bound (weight 1, no free bits), comparable across runs;
-        bits_per_dim is an upper bound on the discrete NLL (see importance_log_likelihood for a tighter one).
-        """
-        out = self(x, c)
-        recon = -out["observation"].log_prob(x)  # (B,)
-        kl = kl_divergence(out["posterior"].base_dist, self.prior(x.shape[0]).base_dist)  # (B, D), analytic
-        kl_per_dim = kl.mean(0)
-        free_bits = self.config.free_bits
-        kl_term = (kl_per_dim.clamp(min=free_bits) if free_bits > 0 else kl_per_dim).sum()
-        weight = self.config.effective_beta if kl_weight is None else kl_weight
-        elbo = -(recon + kl.sum(1)).mean()
-        return {
-            "loss": recon.mean() + weight * kl_term,
-            "recon": recon.mean(),
-            "kl": kl.sum(1).mean(),
-            "kl_per_dim": kl_per_dim,
-            "elbo": elbo,
-            "bits_per_dim": bits_per_dim(elbo, self.num_dims),
-        }
+    def importance_log_likelihood(self, x: torch.Tensor, c: torch.Tensor | None = None, k: int = 100,
+                                  chunk: int | None = None) -> torch.Tensor:
+        raise NotImplementedError
 
     # -- using a trained model ---------------------------------------------------------------------
     def prior_codes(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -163,11 +68,11 @@ class VAEBase(nn.Module):
         In the standardised coordinates of :class:`Latents` every model's prior is N(0, I), so this is
         u ~ N(0, temperature²·I) for all of them; the same generator state gives the same draw.
         """
-        device = self.to_posterior.weight.device
+        device = self.device
         on = generator.device if generator is not None else device
         return torch.randn(n, self.latent_dim, generator=generator, device=on).to(device) * float(temperature)
 
-    def sampling(self, temperature: float = 1.0):
+    def sampling(self, temperature: float = 1.0, c: torch.Tensor | None = None):
         """A context to decode prior samples in (a hierarchical model readjusts its BatchNorm there)."""
         return contextlib.nullcontext()
 
@@ -178,35 +83,13 @@ class VAEBase(nn.Module):
         if c is not None and (c.dim() == 1 or c.shape[0] == 1):
             c = c.reshape(1, -1).expand(n, -1)  # one condition for all samples
         codes = self.prior_codes(n, temperature, generator)
-        with self.sampling(temperature):
+        with self.sampling(temperature, c):
             return self.decode(codes, c).image()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Images decoded from the posterior mean."""
         return self.decode(self.encode(x, c).codes(), c).image()
-
-    @torch.no_grad()
-    def importance_log_likelihood(self, x: torch.Tensor, c: torch.Tensor | None = None, k: int = 100,
-                                  chunk: int | None = None) -> torch.Tensor:
-        """log p(x) in nats per image, (B,): the IWAE bound of Burda et al. 2016 with k samples.
-
-        log p(x) ≈ logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k, z_k ~ q(z|x); it
-        is >= the ELBO and tightens as k grows. ``chunk`` samples are decoded at a time (default: about
-        1024 images per pass) to bound memory. Call ``model.eval()`` first (BatchNorm statistics).
-        """
-        B = x.shape[0]
-        posterior = self.posterior(x, c)
-        prior = self.prior(B)
-        chunk = chunk or max(1, 1024 // B)
-        log_w = []
-        for start in range(0, k, chunk):
-            n = min(chunk, k - start)
-            z = posterior.sample((n,))  # (n, B, D)
-            cond = None if c is None else c.repeat(n, 1)
-            log_px = self.decode(z.reshape(n * B, -1), cond).log_prob(x.repeat(n, 1, 1, 1)).view(n, B)
-            log_w.append(log_px + prior.log_prob(z) - posterior.log_prob(z))
-        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, c: torch.Tensor | None = None, k: int = 100) -> dict:
@@ -217,7 +100,3 @@ class VAEBase(nn.Module):
         out = {name: terms[name] for name in ("elbo", "recon", "kl", "bits_per_dim")}
         out.update(log_px_iw=log_px, bits_per_dim_iw=bits_per_dim(log_px, self.num_dims))
         return out
-
-
-def _cat(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-    return h if cond is None else torch.cat([h, cond.to(h.dtype)], dim=1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
+from facevae.models.conv import ConvVAE
 
 
 class AttributeCondition(nn.Module):
@@ -39,7 +39,7 @@ class AttributeCondition(nn.Module):
         return (off + c.unsqueeze(-1) * (on - off)).sum(1)
 
 
-class CVAE(VAEBase):
+class CVAE(ConvVAE):
     def __init__(self, config: ModelConfig):
         if config.model == "cvae" and not config.is_conditional:
             raise ValueError("CVAE needs condition_names")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 HALF_BIN = 1.0 / 255.0  # half the bin width in [-1, 1] units
+LOG_SCALE_FLOOR = -7.0  # PixelCNN++ and NVAE: about 1/8 of a bin in [-1, 1] units
 _EDGE = 1e4  # a standardised "infinity" for the open outer bins; finite so that gradients stay finite
 _MIN_WIDTH = 1e-3  # standardised bin width below which the midpoint rule is both exact enough and more precise
 
@@ -65,23 +66,26 @@ class _Discretized:
     def _standard_noise(self, shape, generator):
         raise NotImplementedError
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) in nats per image (summed over the last three dims); ``x`` in [0, 1], (..., C, H, W)."""
-        x = to_symmetric(x)
-        inv_scale = torch.exp(-self.log_scale)
-        lo = (x - HALF_BIN - self.loc) * inv_scale
-        hi = (x + HALF_BIN - self.loc) * inv_scale
-        lo = torch.where(x < -0.999, -_EDGE, lo)
-        hi = torch.where(x > 0.999, _EDGE, hi)
+    @classmethod
+    def bin_log_prob(cls, x_sym: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """log P(bin of x) per element (broadcast), for ``x_sym`` on the 8-bit grid of [-1, 1]."""
+        inv_scale = torch.exp(-log_scale)
+        lo = (x_sym - HALF_BIN - loc) * inv_scale
+        hi = (x_sym + HALF_BIN - loc) * inv_scale
+        lo = torch.where(x_sym < -0.999, -_EDGE, lo)
+        hi = torch.where(x_sym > 0.999, _EDGE, hi)
         above = lo + hi > 0
         lo, hi = torch.where(above, -hi, lo), torch.where(above, -lo, hi)
-        log_hi = self._log_cdf(hi)
+        log_hi = cls._log_cdf(hi)
         # clamp: keeps log(0) (and its gradient) out of the branch that torch.where discards
-        gap = (self._log_cdf(lo) - log_hi).clamp(max=-1e-20)
+        gap = (cls._log_cdf(lo) - log_hi).clamp(max=-1e-20)
         exact = log_hi + torch.log(-torch.expm1(gap))
-        midpoint = self._log_pdf(0.5 * (lo + hi)) + torch.log(hi - lo)
-        logp = torch.where(hi - lo < _MIN_WIDTH, midpoint, exact)
-        return logp.sum(dim=(-3, -2, -1))
+        midpoint = cls._log_pdf(0.5 * (lo + hi)) + torch.log(hi - lo)
+        return torch.where(hi - lo < _MIN_WIDTH, midpoint, exact)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats per image (summed over the last three dims); ``x`` in [0, 1], (..., C, H, W)."""
+        return self.bin_log_prob(to_symmetric(x), self.loc, self.log_scale).sum(dim=(-3, -2, -1))
 
     @property
     def mean(self) -> torch.Tensor:
@@ -132,3 +136,62 @@ class DiscretizedGaussian(_Discretized):
 def bits_per_dim(log_px: torch.Tensor, num_dims: int) -> torch.Tensor:
     """Convert log p(x) in nats per image to bits per sub-pixel (the published unit)."""
     return -log_px / (num_dims * math.log(2))
+
+
+class DiscretizedMixtureLogistic:
+    """PixelCNN++'s discretised mixture of logistics over RGB (Salimans et al. 2017), as NVAE uses it.
+
+    ``params`` (B, K·10, H, W) per pixel: K mixture logits, then per channel K means, K log-scales
+    and K coefficients that make green depend on red and blue on red and green (the channels of
+    one pixel are not independent given z). Each bin's probability is the stable discretised
+    logistic above; the components are combined by logsumexp over the mixture.
+    """
+
+    def __init__(self, params: torch.Tensor, components: int):
+        params = params.float()  # the sum over 12k sub-pixels needs float32, whatever autocast did
+        B, _, H, W = params.shape
+        K = components
+        self.logits = torch.log_softmax(params[:, :K], dim=1)  # (B, K, H, W)
+        rest = params[:, K:].reshape(B, 3, 3 * K, H, W)
+        self.means = rest[:, :, :K]  # (B, 3, K, H, W)
+        self.log_scales = rest[:, :, K:2 * K].clamp(min=LOG_SCALE_FLOOR)
+        self.coeffs = torch.tanh(rest[:, :, 2 * K:])  # [:, 0] green←red, [:, 1] blue←red, [:, 2] blue←green
+
+    def _channel_means(self, red: torch.Tensor, green: torch.Tensor) -> torch.Tensor:
+        """(B, 3, K, H, W) locations, green and blue shifted by the pixel's red (and green) values."""
+        m, a = self.means, self.coeffs
+        return torch.stack([m[:, 0], m[:, 1] + a[:, 0] * red, m[:, 2] + a[:, 1] * red + a[:, 2] * green], dim=1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats per image; ``x`` in [0, 1], (B, 3, H, W)."""
+        xs = to_symmetric(x).unsqueeze(2)  # (B, 3, 1, H, W), broadcast over the components
+        locs = self._channel_means(xs[:, 0], xs[:, 1])
+        per_component = DiscretizedLogistic.bin_log_prob(xs, locs, self.log_scales).sum(1) + self.logits
+        return torch.logsumexp(per_component, dim=1).sum(dim=(-2, -1))
+
+    def image(self) -> torch.Tensor:
+        """A deterministic image in [0, 1]: the mixture-weighted means, the channel dependencies applied in order."""
+        weights = self.logits.exp().unsqueeze(1)  # (B, 1, K, H, W)
+        means, coeffs = (self.means * weights).sum(2), (self.coeffs * weights).sum(2)
+        red = means[:, 0].clamp(-1, 1)
+        green = (means[:, 1] + coeffs[:, 0] * red).clamp(-1, 1)
+        blue = (means[:, 2] + coeffs[:, 1] * red + coeffs[:, 2] * green).clamp(-1, 1)
+        return (torch.stack([red, green, blue], 1) + 1) / 2
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.image()
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw pixel values: a component per pixel (Gumbel-max), then a logistic per channel, in order."""
+        device = self.logits.device
+        u = torch.rand(self.logits.shape, generator=generator, device=device).clamp(1e-5, 1 - 1e-5)
+        pick = torch.nn.functional.one_hot((self.logits - torch.log(-torch.log(u))).argmax(1), self.logits.shape[1])
+        pick = pick.permute(0, 3, 1, 2).unsqueeze(1).float()  # (B, 1, K, H, W)
+        means, log_scales, coeffs = ((t * pick).sum(2) for t in (self.means, self.log_scales, self.coeffs))
+        u = torch.rand(means.shape, generator=generator, device=device).clamp(1e-5, 1 - 1e-5)
+        x = means + torch.exp(log_scales) * (torch.log(u) - torch.log1p(-u))
+        red = x[:, 0].clamp(-1, 1)
+        green = (x[:, 1] + coeffs[:, 0] * red).clamp(-1, 1)
+        blue = (x[:, 2] + coeffs[:, 1] * red + coeffs[:, 2] * green).clamp(-1, 1)
+        return torch.round((torch.stack([red, green, blue], 1) + 1) * 127.5) / 255

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
+from facevae.models.conv import ConvVAE
 
 
-class VAE(VAEBase):
+class VAE(ConvVAE):
     def __init__(self, config: ModelConfig):
         if config.is_conditional:
             raise ValueError(f"VAE is unconditional; use CVAE for model {config.model!r}")
