@@ -20,10 +20,13 @@ import os, sys, time
 from facevae.common.lock import hold
 with hold(sys.argv[1], what="testing the lock"):
     if sys.argv[2:] == ["fork"]:
+        ready_r, ready_w = os.pipe()
         child = os.fork()
-        if child == 0:
+        if child == 0:  # past fork, so past the lock module's at-fork hook
+            os.write(ready_w, b"1")
             time.sleep(120)
             os._exit(0)
+        os.read(ready_r, 1)
         print(child, flush=True)
     print("held", flush=True)
     sys.stdin.read()

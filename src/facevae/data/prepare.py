@@ -210,18 +210,16 @@ class _ChunkLog:
         self.resumed = state is not None and state.get("fingerprint") == fingerprint
         self.fingerprint = fingerprint
         self.state = state if self.resumed else self._empty()
-        self.saved = len(self.state["done"])  # the finished chunks a rerun will find
 
     def _empty(self) -> dict:
         return {"fingerprint": self.fingerprint, "done": [], "bad": [], "flat": []}
 
     def restart(self) -> None:
-        self.state, self.saved = self._empty(), 0
+        self.state = self._empty()
 
     def save(self) -> None:
         with disk_full_as_error(self.out, f"; free some space, then {self.how_to_continue()}"):
             write_json_atomic(self.path, self.state)
-        self.saved = len(self.state["done"])
 
     def record(self, result: tuple[int, list, list]) -> None:
         start, bad, flat = result
@@ -231,7 +229,15 @@ class _ChunkLog:
         self.save()
 
     def how_to_continue(self) -> str:
-        return f"run the same command again to continue from {self.saved} finished chunks"
+        return f"run the same command again to continue from {self._saved_chunks()} finished chunks"
+
+    def _saved_chunks(self) -> int:
+        """The finished chunks a rerun will find (a signal can arrive between a save and ``state``)."""
+        try:
+            saved = json.loads(self.path.read_text())
+            return len(saved["done"]) if saved["fingerprint"] == self.fingerprint else 0
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
 
 
 def _synthetic_factors(root: Path, count: int) -> tuple[np.ndarray, dict] | None:
@@ -267,9 +273,10 @@ def prepare_celeba(
     _refuse_finished(out, overwrite)
     started = time.perf_counter()
     source = _Source.read(src)
-    out.mkdir(parents=True, exist_ok=True)
-    with hold(out, what="preparing a dataset"), _sigterm_as_interrupt():
-        _refuse_finished(out, overwrite)  # again: the holder we waited for may have finished it
+    with disk_full_as_error(out):  # even the folder and the lock file need a little room
+        out.mkdir(parents=True, exist_ok=True)
+    with disk_full_as_error(out), hold(out, what="preparing a dataset"), _sigterm_as_interrupt():
+        _refuse_finished(out, overwrite)  # again: another preparation may have finished it meanwhile
         log = _ChunkLog(out, _fingerprint(source.ann.image_ids, options, source.layout.images.describe()))
         try:
             writer = PackedWriter(out, len(source.names), options.size, options.size, resume=log.resumed)
