@@ -21,7 +21,13 @@ GROUPS = [data_commands, train_commands, analyse_commands, classify_commands, re
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows defaults."""
+    """Keeps the examples' line breaks and shows defaults, but not a switch's (``--no-progress``: "default: True"
+    would read as on) nor an empty one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or action.default in (None, "", []):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def add_command(subparsers, name: str, func, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
@@ -37,16 +43,24 @@ def add_command(subparsers, name: str, func, help: str, example: str, descriptio
     return parser
 
 
-def add_scale_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The Lightning Trainer's scale flags, shared by every training command; returns the group."""
-    s = parser.add_argument_group("scale")
-    s.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
-    s.add_argument("--devices", default="auto", help="count or list, e.g. 2 or 0,1")
-    s.add_argument("--num-nodes", type=int, default=1)
-    s.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ...")
-    s.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return s
+class DeferredFlagsParser(argparse.ArgumentParser):
+    """A subcommand whose flags ``add_flags(parser)`` adds when it first parses or shows help: for flags read from
+    a module that imports torch (facevae.recognition does, in its __init__), which ``facevae --help`` should not."""
+
+    add_flags = None
+
+    def _add_deferred_flags(self) -> None:
+        add, self.add_flags = self.add_flags, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_deferred_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_deferred_flags()
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

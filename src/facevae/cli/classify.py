@@ -12,20 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _batches(text: str):
-    """--limit-*-batches: '0.25' is a fraction of the batches, '3' a number of batches."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return int(value) if "." not in text and value > 1 else value
+# facevae.recognition.config's THRESHOLD_RULES, which cannot be imported here without torch (see DeferredFlagsParser).
+THRESHOLD_RULES = ("accuracy", "balanced_accuracy", "fixed")
 
 
 def register(subparsers) -> None:
-    from facevae.cli import HelpFormatter, add_command, add_scale_arguments
+    from facevae.cli import DeferredFlagsParser, HelpFormatter
 
     group = subparsers.add_parser(
         "classify",
@@ -35,7 +27,14 @@ def register(subparsers) -> None:
         epilog="example:\n  facevae classify train --data data/synth --run-dir runs/cls --backbone small --epochs 5",
         formatter_class=HelpFormatter,
     )
-    sub = group.add_subparsers(title="classify commands", metavar="COMMAND")
+    sub = group.add_subparsers(title="classify commands", metavar="COMMAND", parser_class=DeferredFlagsParser)
+    _register_train(sub)
+    _register_eval(sub)
+    _register_probe(subparsers)
+
+
+def _register_train(sub) -> None:
+    from facevae.cli import add_command
 
     p = add_command(
         sub, "train", cmd_train, "train an attribute classifier (Lightning)",
@@ -47,46 +46,22 @@ def register(subparsers) -> None:
         "Writes config.yaml, checkpoints/{last,best}.ckpt, logs/, metrics.json, model.safetensors + "
         "model.json, and (unless --no-eval) analysis/eval.{json,png,md}. --resume RUN continues a killed run.",
     )
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue this run from checkpoints/last.ckpt")
-    p.add_argument("--data", type=Path, help="packed dataset folder")
-    p.add_argument("--run-dir", type=Path, help="where the run goes")
-    p.add_argument("--split", default="official", help="stored split to train on")
-    m = p.add_argument_group("model")
-    m.add_argument("--backbone", default="small", metavar="NAME",
-                   help="small, resnet18, resnet50 or inception_v3")
-    m.add_argument("--weights", default="none", metavar="imagenet|PATH|none",
-                   help="imagenet: torchvision's ImageNet weights (downloaded once into torch.hub's cache); "
-                   "PATH: a local state dict (.pth/.pt/.ckpt/.safetensors); none: from scratch")
-    m.add_argument("--attributes", default="all", help="'all' or names a,b,c")
-    m.add_argument("--image-size", type=int, default=0,
-                   help="input side the backbone sees (0: small = stored size, ResNets 224, InceptionV3 299)")
-    m.add_argument("--width", type=int, default=32, help="the small CNN's base channel count")
-    t = p.add_argument_group("training")
-    t.add_argument("--augment", choices=["none", "light", "heavy"], default="light",
-                   help="light: flips, small shifts/zoom/rotation; heavy: the report's flip, rotation 30°, "
-                   "zoom 0.2, shifts 0.2, shear 0.2, plus colour jitter")
-    t.add_argument("--balance", choices=["none", "pos-weight", "sampler"], default="none",
-                   help="class imbalance: BCE positive weights (neg/pos) or a balanced sampler")
-    t.add_argument("--freeze-epochs", type=int, default=-1,
-                   help="head-only epochs before fine-tuning (-1: 1 with pretrained weights, else 0)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--patience", type=int, default=0, help="early stopping on validation loss (0: off)")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3, help="learning rate of the head (and of a backbone from scratch)")
-    t.add_argument("--backbone-lr", type=float, default=-1.0,
-                   help="fine-tuning learning rate of a pretrained backbone (-1: lr/10)")
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--num-workers", type=int, default=0)
-    t.add_argument("--gradient-clip", type=float, default=0.0)
-    t.add_argument("--checkpoint-every-steps", type=int, default=50)
-    t.add_argument("--limit-train-batches", type=_batches, default=1.0, help="fraction (0.25) or count (3)")
-    t.add_argument("--limit-val-batches", type=_batches, default=1.0, help="fraction (0.25) or count (3)")
-    t.add_argument("--max-time", default=None, help="wall-clock budget DD:HH:MM:SS")
-    t.add_argument("--threshold-by", choices=["accuracy", "balanced_accuracy", "fixed"], default="accuracy",
-                   help="how the final evaluation picks each attribute's threshold on the validation split")
-    t.add_argument("--no-eval", action="store_true", help="skip the test evaluation at the end")
-    add_scale_arguments(p)
+    p.add_flags = _add_train_flags
+
+
+def _add_train_flags(p) -> None:
+    """ClassifierConfig's fields as flags; added when `classify train` runs (facevae.recognition imports torch)."""
+    from facevae.common.settings import add_arguments, argument_group
+    from facevae.recognition.config import ClassifierConfig
+
+    argument_group(p, "run").add_argument("--resume", type=Path, metavar="RUN",
+                                          help="continue this run from checkpoints/last.ckpt")
+    argument_group(p, "model")  # before the training section
+    add_arguments(p, ClassifierConfig, group="training")
+
+
+def _register_eval(sub) -> None:
+    from facevae.cli import add_command
 
     p = add_command(
         sub, "eval", cmd_eval, "per-attribute accuracy, balanced accuracy, F1, ROC AUC of a classifier run",
@@ -96,10 +71,14 @@ def register(subparsers) -> None:
         "RUN/analysis/eval.json, eval.png (bar chart) and eval.md.",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="a finished classifier run directory")
-    p.add_argument("--threshold-by", choices=["accuracy", "balanced_accuracy", "fixed"], default=None,
+    p.add_argument("--threshold-by", choices=THRESHOLD_RULES, default=None,
                    help="default: the run's own setting (accuracy unless trained with another)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, auto")
+
+
+def _register_probe(subparsers) -> None:
+    from facevae.cli import add_command
 
     p = add_command(
         subparsers, "probe", cmd_probe, "logistic-regression probes from a VAE's latents to every attribute",
@@ -113,38 +92,30 @@ def register(subparsers) -> None:
     p.add_argument("--classifier", type=Path, metavar="RUN", default=None, help="a classifier run to compare with")
     p.add_argument("--max-train", type=int, default=20000, help="training images for the probes (a seeded subset)")
     p.add_argument("--C", type=float, default=1.0, dest="C", help="inverse L2 strength of the logistic regressions")
-    p.add_argument("--threshold-by", choices=["accuracy", "balanced_accuracy", "fixed"], default="accuracy")
+    p.add_argument("--threshold-by", choices=THRESHOLD_RULES, default="accuracy")
     p.add_argument("--seed", type=int, default=0)
 
 
 def config_from_args(args: argparse.Namespace):
+    from facevae.common.settings import values_from_args
     from facevae.recognition.config import ClassifierConfig
 
-    if args.data is None or args.run_dir is None:
+    settings = values_from_args(args, ClassifierConfig)
+    if not settings["data"] or not settings["run_dir"]:
         raise ValueError("--data and --run-dir are needed (or --resume RUN)")
-    names = [] if args.attributes.strip() == "all" else [a.strip() for a in args.attributes.split(",") if a.strip()]
-    return ClassifierConfig(
-        data=str(args.data), split=args.split, run_dir=str(args.run_dir), backbone=args.backbone,
-        weights=args.weights, attributes=names, image_size=args.image_size, width=args.width, augment=args.augment,
-        balance=args.balance, freeze_epochs=args.freeze_epochs, epochs=args.epochs, patience=args.patience,
-        batch_size=args.batch_size, lr=args.lr, backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
-        seed=args.seed, num_workers=args.num_workers, accelerator=args.accelerator, devices=args.devices,
-        num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision, gradient_clip=args.gradient_clip,
-        checkpoint_every_steps=args.checkpoint_every_steps, limit_train_batches=args.limit_train_batches,
-        limit_val_batches=args.limit_val_batches, max_time=args.max_time, threshold_by=args.threshold_by,
-        evaluate=not args.no_eval, progress=not args.no_progress,
-    )
+    return ClassifierConfig(**settings)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facevae.recognition.train import resume_classifier, train_classifier
 
     if args.resume is not None:
-        metrics = resume_classifier(args.resume, progress=not args.no_progress)
+        metrics = resume_classifier(args.resume, progress=args.progress)
         run_dir = args.resume
     else:
-        metrics = train_classifier(config_from_args(args))
-        run_dir = args.run_dir
+        config = config_from_args(args)
+        metrics = train_classifier(config)
+        run_dir = config.run_dir
     if metrics:
         summary = {"best_epoch": metrics.get("best_epoch"), "best_val_loss": metrics.get("best_val_loss"),
                    "train_seconds": metrics.get("train_seconds")}

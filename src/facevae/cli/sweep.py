@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from facevae.sweeps.objectives import OBJECTIVES
@@ -29,7 +30,9 @@ def register(subparsers) -> None:
     )
     s = p.add_argument_group("sweep")
     s.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help="a training flag and its values, e.g. beta=1,2,4 or batch-size=64,128 (repeatable)")
+                   help="a training setting and its values, e.g. beta=1,2,4 or batch-size=64,128 (repeatable): "
+                   "any flag of `facevae train` but --data and --run-dir, switches as true/false, --conditions "
+                   "values with + between names (report,Male+Smiling)")
     s.add_argument("--objective", choices=list(OBJECTIVES), default="val_elbo")
     s.add_argument("--objective2", choices=list(OBJECTIVES), default=None, help="a second objective: Pareto front")
     s.add_argument("--direction", choices=DIRECTIONS, default="maximize")
@@ -47,7 +50,7 @@ def register(subparsers) -> None:
     s.add_argument("--heartbeat-interval", type=int, default=60, help="seconds between a worker's heartbeats")
     s.add_argument("--grace-period", type=int, default=None, help="seconds without a heartbeat before a trial "
                    "counts as killed (default: twice the interval)")
-    add_train_arguments(p)
+    add_train_arguments(p, run_dir=False)
 
     r = add_command(
         subparsers, "sweep-report", cmd_sweep_report, "the table, figures and best run of a sweep",
@@ -60,26 +63,28 @@ def register(subparsers) -> None:
 
 
 def sweep_config_from_args(args: argparse.Namespace):
+    from facevae.cli.train import settings_from_args
     from facevae.sweeps.objectives import check_objectives
-    from facevae.sweeps.search_space import check_space, grid_size, parse_params, train_defaults
+    from facevae.sweeps.search_space import base_settings, check_space, grid_size, parse_params
     from facevae.sweeps.study import SweepConfig
 
     space = parse_params(args.param)
-    if args.data is None:
+    settings = settings_from_args(args)
+    if not settings["data"]:
         raise ValueError("--data is needed: the packed dataset every trial trains on")
     objectives = check_objectives([args.objective] + ([args.objective2] if args.objective2 else []))
-    train_args = {k: getattr(args, k) for k in train_defaults()}
-    train_args["data"] = str(args.data)
     # Several workers' progress bars would interleave on one terminal.
-    train_args["no_progress"] = args.no_progress or args.workers > 1
-    check_space(space, train_args)
+    settings["progress"] = settings["progress"] and args.workers == 1
+    base = base_settings(settings)
+    for warning in check_space(space, base, args.conditions):
+        print(f"facevae: warning: {warning}", file=sys.stderr)
     out = args.out.resolve()
     return SweepConfig(
         out=str(out), storage=_storage_url(args.storage, out), study=args.study or out.name,
         space=space, objectives=objectives, directions=[args.direction, args.direction2][: len(objectives)],
         trials=_trials(args, grid_size(space)), sampler=args.sampler, pruner=args.pruner, metric_n=args.metric_n,
         metric_n_eval=args.metric_n_eval, sampler_seed=args.sampler_seed, heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period, train_args=train_args)
+        grace_period=args.grace_period, base=base, conditions=args.conditions)
 
 
 def _storage_url(url: str | None, out: Path) -> str:

@@ -1,82 +1,73 @@
-"""The VAE family's settings: one flat dataclass of plain types, so it round-trips through YAML/JSON."""
+"""The VAE family's settings: one flat dataclass of plain types, so it round-trips through YAML/JSON.
+
+Each field is declared once, with its help and its checks; ``facevae train`` and ``facevae sweep``
+derive their flags from it (see facevae.common.settings).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from facevae.common.settings import check_settings, flag_name, setting
+
+# The names of the models; facevae.models builds its registry of classes on them (this module cannot
+# import the classes: they import it).
 MODEL_NAMES = ("vae", "cvae", "betavae")
 IMAGE_SIZES = (32, 64, 128)
 CONDITION_MODES = ("vector", "embedding")
 LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian")
 NORMS = ("batch", "group")
+# Beyond this the two linear layers around z dominate the model (and its checkpoints).
+LARGE_LATENT_DIM = 4096
 
 # The report's CVAE conditioned on hair colour, beard, gender and pale skin through embeddings;
 # in CelebA's binary attributes that is these seven.
 REPORT_CONDITION_NAMES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "No_Beard", "Male", "Pale_Skin"]
 
 
+def is_conditional_model(model: str, conditional: bool) -> bool:
+    """Whether the model named ``model`` reads a condition c (``conditional`` only matters for betavae)."""
+    return model == "cvae" or (model == "betavae" and conditional)
+
+
 @dataclass
 class ModelConfig:
     """Settings of a model of the VAE family.
 
-    model: "vae" (never conditional), "cvae" (always conditional), "betavae" (conditional when
-        ``conditional`` is true; needs an effective β > 1, otherwise it is a plain VAE/CVAE, which
-        honour ``beta`` too — use those for β sweeps that include 1).
-    latent_dim: M, the size of z.
-    width: k, the channel multiplier: the encoder has 32k, 64k, 128k, 256k channels.
-    image_size: 32, 64 or 128 (square); channels: 3 for RGB.
-    conditional: only read for "betavae".
-    condition_names: the attributes conditioned on, in the order of the columns of ``c`` (the
-        caller's choice; typically all the dataset's attributes, or REPORT_CONDITION_NAMES).
-    condition_mode: "vector" feeds the 0/1 attribute vector itself; "embedding" one learned
-        vector per attribute value (nn.Embedding(2, condition_dim) per attribute), summed.
-    condition_dim: size of the embeddings ("embedding" mode).
-    beta: weight of the KL term; beta_norm: if set, beta = beta_norm · N / M (N = C·H·W), the
-        normalised β of Higgins et al. 2017 that is comparable across latent and input sizes.
-    likelihood: "discretized_logistic" (mean and scale per sub-pixel) or "gaussian" (discretised
-        Gaussian, mean per sub-pixel, one learned scale per channel: MSE-like and fast). Both are
-        discrete over 256 values, so bits/dim are valid for both.
-    free_bits: nats per latent dimension below which the (batch-mean) KL of that dimension is not
-        penalised (Kingma et al. 2016); 0 disables.
-    kl_warmup_steps: the KL weight ramps linearly from 0 to β over these many steps; 0 disables.
-    norm: "batch" (BatchNorm) or "group" (GroupNorm, independent of the batch).
+    "vae" is never conditional, "cvae" always, "betavae" when ``conditional`` is true; betavae needs
+    an effective β > 1, otherwise it is a plain VAE/CVAE, which honour ``beta`` too (use those for
+    β sweeps that include 1). ``condition_names`` are the columns of ``c``, in order (the caller's
+    choice; typically all the dataset's attributes, or REPORT_CONDITION_NAMES). Both likelihoods are
+    discrete over 256 values, so bits/dim are valid for both.
     """
 
-    model: str = "vae"
-    latent_dim: int = 64
-    width: int = 2
-    image_size: int = 64
-    channels: int = 3
-    conditional: bool = False
-    condition_names: list[str] = field(default_factory=list)
-    condition_mode: str = "vector"
-    condition_dim: int = 32
-    beta: float = 1.0
-    beta_norm: float | None = None
-    likelihood: str = "discretized_logistic"
-    free_bits: float = 0.0
-    kl_warmup_steps: int = 0
-    norm: str = "batch"
+    model: str = setting("vae", "vae (never conditional), cvae (always), betavae (conditional with --conditional; "
+                         "needs an effective beta > 1)", choices=MODEL_NAMES)
+    latent_dim: int = setting(64, "M, the size of z", at_least=1)
+    width: int = setting(2, "channel multiplier k: the encoder has 32k, 64k, 128k, 256k channels (the report's k=1,2,4)",
+                         at_least=1)
+    image_size: int = setting(64, "side of the square images the model sees", choices=IMAGE_SIZES)
+    channels: int = setting(3, "image channels (packed datasets hold RGB: 3)", at_least=1)
+    conditional: bool = setting(False, "betavae: condition on attributes too")
+    condition_names: list[str] = setting([], "the attributes conditioned on, in the order of the columns of c")
+    condition_mode: str = setting("vector", "vector: the 0/1 attribute vector itself; embedding: one learned vector "
+                                  "per attribute value, summed", choices=CONDITION_MODES)
+    condition_dim: int = setting(32, "size of the condition embeddings (embedding mode)", at_least=1)
+    beta: float = setting(1.0, "weight of the KL term", above=0)
+    beta_norm: float | None = setting(None, "normalised beta (Higgins et al. 2017): beta = beta_norm·N/M, N = C·H·W, "
+                                      "comparable across latent and input sizes; overrides --beta", above=0)
+    likelihood: str = setting("discretized_logistic", "discretized_logistic (mean and scale per sub-pixel) or "
+                              "gaussian (discretised, one learned scale per channel: MSE-like and fast)",
+                              choices=LIKELIHOOD_NAMES)
+    free_bits: float = setting(0.0, "nats per latent dimension below which its batch-mean KL is not penalised "
+                               "(Kingma et al. 2016; 0: off)", at_least=0)
+    kl_warmup_steps: int = setting(0, "the KL weight ramps linearly from 0 to beta over these many steps (0: off)",
+                                   at_least=0)
+    norm: str = setting("batch", "batch (BatchNorm) or group (GroupNorm, independent of the batch)", choices=NORMS)
 
     def __post_init__(self):
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _checked(f.name, getattr(self, f.name), hints[f.name]))
-        _choice("model", self.model, MODEL_NAMES)
-        _choice("image_size", self.image_size, IMAGE_SIZES)
-        _choice("condition_mode", self.condition_mode, CONDITION_MODES)
-        _choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
-        _choice("norm", self.norm, NORMS)
-        for name in ("latent_dim", "width", "channels", "condition_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.beta <= 0 or (self.beta_norm is not None and self.beta_norm <= 0):
-            raise ValueError("model config: beta and beta_norm must be > 0")
-        if self.free_bits < 0 or self.kl_warmup_steps < 0:
-            raise ValueError("model config: free_bits and kl_warmup_steps must be >= 0")
+        check_settings(self)
         if self.is_conditional and not self.condition_names:
             raise ValueError(f"model config: {self.model!r} is conditional but condition_names is empty; "
                              "give the attribute names to condition on")
@@ -86,9 +77,18 @@ class ModelConfig:
             raise ValueError(f"model config: betavae needs beta > 1 (or a beta_norm giving one), got "
                              f"{self.effective_beta:g}; use model 'vae' or 'cvae' for beta <= 1")
 
+    def size_warning(self) -> str | None:
+        """A warning when the settings are legal but make a model far larger than anything useful."""
+        if self.latent_dim <= LARGE_LATENT_DIM:
+            return None
+        top = 256 * self.width * 16  # features of the encoder's last level (at most 256k channels, 4×4)
+        gigabytes = 3 * self.latent_dim * top * 4 / 1e9
+        return (f"{flag_name('latent_dim')} {self.latent_dim} makes huge checkpoints: the layers around z alone "
+                f"hold up to {gigabytes:.1f} GB of weights")
+
     @property
     def is_conditional(self) -> bool:
-        return self.model == "cvae" or (self.model == "betavae" and self.conditional)
+        return is_conditional_model(self.model, self.conditional)
 
     @property
     def num_conditions(self) -> int:
@@ -130,32 +130,3 @@ class ModelConfig:
             raise ValueError(f"model config: unknown keys {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in names})
 
-
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"model config: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-
-
-def _checked(name, value, hint):
-    """``value`` as the field's type (ints widen to float), or a TypeError saying what was expected."""
-    if typing.get_origin(hint) is list:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise TypeError(f"model config: {name} must be a list of strings, got {value!r}")
-    optional = type(None) in typing.get_args(hint)
-    if value is None and optional:
-        return None
-    tp = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise TypeError(f"model config: {name} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})")
-
-
-def _type_name(hint) -> str:
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")

@@ -26,8 +26,8 @@ from facevae.common.errors import RunError
 from facevae.data.packed import PackedDataset
 from facevae.recognition.augment import augment_spec
 from facevae.recognition.backbones import AttributeClassifier, check_backbone, check_input_size, default_input_size
-from facevae.recognition.config import THRESHOLD_RULES, ClassifierConfig
-from facevae.recognition.data import ClassifierDataModule, check_balance
+from facevae.recognition.config import ClassifierConfig
+from facevae.recognition.data import ClassifierDataModule
 from facevae.recognition.module import ClassifierModule
 from facevae.training.callbacks import MetricsFile
 from facevae.training.checkpoints import export_weights, read_exported, safe_load
@@ -35,14 +35,10 @@ from facevae.training.run import claim_run_dir, lightning_trainer
 
 
 def resolve_config(config: ClassifierConfig) -> ClassifierConfig:
-    """Check every choice against the data before anything is written; fill in the defaults."""
+    """Check the choices the config cannot (the backbone's and augmentation's names live with them, the attributes
+    with the data) before anything is written; fill in the defaults."""
     check_backbone(config.backbone)
     augment_spec(config.augment)
-    check_balance(config.balance)
-    if config.threshold_by not in THRESHOLD_RULES:
-        raise ValueError(f"unknown threshold rule {config.threshold_by!r}; use one of {', '.join(THRESHOLD_RULES)}")
-    if config.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
     if not config.data or not config.run_dir:
         raise ValueError("--data and --run-dir are needed (or --resume RUN)")
     packed = PackedDataset(config.data)

@@ -1,85 +1,67 @@
-"""What a sweep varies: ``--param NAME=V1,V2,...`` over the flags of ``facevae train``.
+"""What a sweep varies: ``--param NAME=V1,V2,...`` over the settings of ``facevae train``.
 
-A parameter is any training flag (``beta``, ``beta-norm``, ``width``, ``latent-dim``,
-``batch-size``, ``lr``, ``model``, ...), read with that flag's own type and choices, so a sweep
-trial is exactly the run ``facevae train`` would make with those flags.
+A parameter is any field of ModelConfig or TrainConfig (``beta``, ``beta-norm``, ``width``,
+``latent-dim``, ``batch-size``, ``lr``, ``model``, ...; written as the field or as its flag), read
+with that field's type and choices, or ``conditions`` (what ``--conditions`` says, names joined by
+``+``). A trial's run is the sweep's base settings with the trial's values, built as ``facevae
+train`` builds its run, so it is exactly the run ``facevae train`` would make with those flags.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import itertools
 import math
-from functools import lru_cache
-from pathlib import Path
 
-# --data is the sweep's own and each trial gets its own run directory.
-NOT_SWEPT = {"data", "help"}
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+# --data is the sweep's own, each trial gets its own run directory, and condition_names come from conditions.
+NOT_SWEPT = {"data", "run_dir", "condition_names"}
+CONDITIONS = "conditions"
 
 
-@lru_cache(maxsize=1)
-def train_parser() -> argparse.ArgumentParser:
-    from facevae.cli.train import add_train_arguments
+def sweepable() -> dict[str, tuple]:
+    """(type annotation, choices) of each setting a sweep can vary, by field name."""
+    from facevae.common.settings import type_hints
+    from facevae.models.config import ModelConfig
+    from facevae.training.config import TrainConfig
 
-    parser = argparse.ArgumentParser(add_help=False)
-    add_train_arguments(parser)
-    return parser
-
-
-def train_defaults() -> dict:
-    """Every training flag's default, by its argparse dest."""
-    return vars(train_parser().parse_args([]))
-
-
-def _flags() -> dict[str, argparse.Action]:
-    """Sweepable flags by name without dashes (``batch-size``)."""
-    return {opt.lstrip("-"): a for a in train_parser()._actions if a.dest not in NOT_SWEPT for opt in a.option_strings}
+    settings = {f.name: (type_hints(cls)[f.name], f.metadata.get("choices"))
+                for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name not in NOT_SWEPT}
+    return settings | {CONDITIONS: (str, None)}
 
 
 def parse_param(spec: str) -> tuple[str, list]:
-    """``"beta=1,2,4"`` → ``("beta", [1.0, 2.0, 4.0])``, typed and checked like the train flag."""
+    """``"beta=1,2,4"`` → ``("beta", [1.0, 2.0, 4.0])``, typed and checked like the setting."""
+    from facevae.common.settings import parse_text
+
     name, sep, text = spec.partition("=")
-    name = name.strip().lstrip("-").replace("_", "-")
+    name = name.strip().lstrip("-").replace("-", "_")
     values = [v.strip() for v in text.split(",")]
     if not sep or not name or not all(values):
         raise ValueError(f"--param {spec!r}: expected NAME=V1,V2,... (for example beta=1,2,4)")
-    action = _flags().get(name)
-    if action is None:
-        raise ValueError(f"--param {name!r}: not a flag of facevae train; choose from {', '.join(sorted(_flags()))}")
-    typed = [_convert(action, name, v) for v in values]
-    if len(set(typed)) != len(typed):
-        raise ValueError(f"--param {name!r}: a value is listed twice")
-    return action.dest, typed
-
-
-def _convert(action: argparse.Action, name: str, text: str):
-    if action.nargs == 0:  # a switch such as --flip
-        if text.lower() not in _TRUE | _FALSE:
-            raise ValueError(f"--param {name!r}: {text!r} is not true/false")
-        return text.lower() in _TRUE
-    convert = action.type or str
+    settings, shown = sweepable(), name.replace("_", "-")
+    if name not in settings:
+        names = ", ".join(sorted(n.replace("_", "-") for n in settings))
+        raise ValueError(f"--param {shown!r}: not a flag of facevae train; choose from {names}")
+    hint, choices = settings[name]
     try:
-        value = convert(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"--param {name!r}: {text!r} is not a valid {getattr(convert, '__name__', 'value')}") from None
-    if action.choices is not None and value not in action.choices:
-        raise ValueError(f"--param {name!r}: {text!r} is not one of {', '.join(map(str, action.choices))}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"--param {name!r}: {text!r} is not a finite number")
-    return str(value) if isinstance(value, Path) else value
+        typed = [parse_text(v, hint, choices) for v in values]
+    except ValueError as exc:
+        raise ValueError(f"--param {shown!r}: {exc}") from None
+    if len(set(typed)) != len(typed):
+        raise ValueError(f"--param {shown!r}: a value is listed twice")
+    return name, typed
 
 
 def parse_params(specs: list[str]) -> dict[str, list]:
-    """Several ``--param`` specs → ``{dest: values}``; a name may appear once."""
+    """Several ``--param`` specs → ``{setting: values}``; a name may appear once."""
     if not specs:
         raise ValueError("give at least one --param NAME=V1,V2,... (for example --param beta=1,2,4)")
     space: dict[str, list] = {}
     for spec in specs:
-        dest, values = parse_param(spec)
-        if dest in space:
-            raise ValueError(f"--param {dest!r} is given twice")
-        space[dest] = values
+        name, values = parse_param(spec)
+        if name in space:
+            raise ValueError(f"--param {name!r} is given twice")
+        space[name] = values
     return space
 
 
@@ -88,24 +70,43 @@ def grid_size(space: dict[str, list]) -> int:
 
 
 def grid(space: dict[str, list]):
-    """Every combination of the values, as ``{dest: value}`` dicts."""
+    """Every combination of the values, as ``{setting: value}`` dicts."""
     names = list(space)
     for combination in itertools.product(*space.values()):
         yield dict(zip(names, combination))
 
 
-def trial_args(train_args: dict, params: dict, run_dir) -> argparse.Namespace:
-    """The ``facevae train`` arguments of one trial: the sweep's base flags with the trial's values."""
-    return argparse.Namespace(**{**train_args, **params, "run_dir": Path(run_dir)})
+def base_settings(settings: dict) -> dict:
+    """The sweep's base settings (by field name) as a run config's two parts, ``{"model": ..., "train": ...}``.
+
+    Not a RunConfig: the base alone need not be a valid run (betavae with the default β = 1 while β is swept).
+    """
+    from facevae.models.config import ModelConfig
+
+    model = {f.name for f in dataclasses.fields(ModelConfig)}
+    return {"model": {k: v for k, v in settings.items() if k in model},
+            "train": {k: v for k, v in settings.items() if k not in model}}
 
 
-def check_space(space: dict[str, list], train_args: dict, limit: int = 10000) -> None:
-    """Fails, naming the combination, on a point ``facevae train`` would refuse (e.g. betavae with β = 1)."""
-    from facevae.cli.train import run_config_from_args
+def trial_config(base: dict, params: dict, conditions: str, run_dir):
+    """The RunConfig of one trial: the base settings with the trial's values, trained into ``run_dir``."""
+    from facevae.training.config import RunConfig
 
+    settings = {**base["model"], **base["train"], **params, "run_dir": str(run_dir)}
+    conditions = settings.pop(CONDITIONS, conditions)
+    return RunConfig.from_settings(settings, conditions.replace("+", ","))
+
+
+def check_space(space: dict[str, list], base: dict, conditions: str, limit: int = 10000) -> list[str]:
+    """Fails, naming the combination, on a point ``facevae train`` would refuse (e.g. betavae with β = 1);
+    returns the warnings of the points (e.g. a latent size that makes huge checkpoints), each once."""
+    warnings = set()
     for params in itertools.islice(grid(space), limit):
         try:
-            run_config_from_args(trial_args(train_args, params, "unused"))
+            warning = trial_config(base, params, conditions, "unused").model.size_warning()
         except ValueError as exc:
             point = ", ".join(f"{k}={v}" for k, v in params.items())
             raise ValueError(f"the sweep point {point} is not a valid run: {exc}") from None
+        if warning:
+            warnings.add(warning)
+    return sorted(warnings)

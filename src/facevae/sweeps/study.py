@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import optuna
@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
-from facevae.sweeps.search_space import trial_args
+from facevae.sweeps.search_space import trial_config
 
 CONFIG_NAME = "sweep.json"
 # The settings a joining worker must share with the study; the rest (base flags, sizes) may differ.
@@ -46,7 +46,8 @@ class SweepConfig:
     sampler_seed: int = 0
     heartbeat_interval: int = 60
     grace_period: int | None = None
-    train_args: dict = field(default_factory=dict)
+    base: dict = field(default_factory=dict)  # the base settings, {"model": ..., "train": ...} (see base_settings)
+    conditions: str = "all"  # --conditions of the trials whose model is conditional
 
     def save(self) -> Path:
         from facevae.common.files import write_json_atomic
@@ -61,7 +62,9 @@ class SweepConfig:
         path = Path(out) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{out}: not a sweep directory (no {CONFIG_NAME}); make one with `facevae sweep`")
-        return cls(**json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})  # an older sweep's leftovers are not read
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in IDENTITY}
@@ -125,12 +128,11 @@ def run_trial(trial: optuna.Trial, config: SweepConfig) -> float | list[float]:
 
 
 def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> list[float]:
-    from facevae.cli.train import run_config_from_args
     from facevae.sweeps.pruning import ReportValidationElbo
     from facevae.training.run import train
 
     run_dir = Path(config.out) / f"trial-{trial.number:04d}"
-    run_config = run_config_from_args(trial_args(config.train_args, params, run_dir))
+    run_config = trial_config(config.base, params, config.conditions, run_dir)
     model = run_config.model
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("beta", model.effective_beta)

@@ -1,47 +1,94 @@
-"""Training settings, saved as ``config.yaml`` beside every run so the run can be rebuilt exactly."""
+"""Training settings, saved as ``config.yaml`` beside every run so the run can be rebuilt exactly.
+
+Each setting is declared once, as a field with its help and checks; ``facevae train``, ``facevae
+sweep`` and ``facevae classify train`` derive their flags from the fields (facevae.common.settings).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from facevae.models.config import ModelConfig
+from facevae.common.settings import check_settings, flag_name, setting
+from facevae.models.config import REPORT_CONDITION_NAMES, ModelConfig, is_conditional_model
+
+LR_SCHEDULES = ("cosine", "plateau", "none")
+# What Lightning's Trainer accepts as a precision (its own names and their short aliases).
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64", "16", "bf16",
+              "transformer-engine", "transformer-engine-float16")
+_DEVICES = re.compile(r"auto|-1|[1-9]\d*|\d+(,\d+)*,|\d+(,\d+)+")
+_DURATION = re.compile(r"\d+:\d+:\d+:\d+")
 
 
 @dataclass
-class TrainConfig:
-    data: str = ""
-    split: str = "official"
-    run_dir: str = ""
-    epochs: int = 20
-    patience: int = 5  # epochs without a better validation ELBO before early stopping; 0 disables
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"  # cosine | plateau | none
-    batch_size: int = 128
-    seed: int = 0
-    flip: bool = False
-    num_workers: int = 0
-    on_device: bool = False
-    accelerator: str = "auto"
-    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    compile: bool = False
-    channels_last: bool = False
-    gradient_clip: float = 0.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated, saved and exported
-    checkpoint_every_steps: int = 50  # how often last.ckpt is refreshed within an epoch (resume granularity)
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
-    max_time: str | None = None  # "DD:HH:MM:SS" wall-clock budget
-    eval_k: int = 100  # importance samples for the test log-likelihood
-    eval_batches: int = 0  # test batches for the IWAE estimate (0: all)
-    progress: bool = True
+class TrainerSettings:
+    """What every training command hands Lightning's Trainer, with the same meaning for each of them."""
+
+    accelerator: str = setting("auto", "cpu, gpu, auto", group="scale")
+    devices: str = setting("auto", "auto, a count (2), -1 (all) or a list of indices (0,1)", group="scale")
+    num_nodes: int = setting(1, "machines", at_least=1, group="scale")
+    strategy: str = setting("auto", "auto, ddp, ddp_spawn, ...", group="scale")
+    precision: str = setting("32-true", "32-true, bf16-mixed, 16-mixed, ...", choices=PRECISIONS, metavar="PRECISION",
+                             group="scale")
+    progress: bool = setting(True, "no progress bar", group="scale")
+    gradient_clip: float = setting(0.0, "clip the gradient norm to this (0: off)", at_least=0)
+    checkpoint_every_steps: int = setting(50, "how often last.ckpt is refreshed within an epoch (resume "
+                                          "granularity; 0: at epoch ends only)", at_least=0)
+    limit_train_batches: float = setting(1.0, "fraction (0.25) or count (3) of the training batches per epoch")
+    limit_val_batches: float = setting(1.0, "fraction (0.25) or count (3) of the validation batches")
+    max_time: str | None = setting(None, "wall-clock budget", metavar="DD:HH:MM:SS")
+
+    def __post_init__(self):
+        check_settings(self)
+        if not _DEVICES.fullmatch(self.devices):
+            raise ValueError(f"--devices must be auto, a count (2), -1 (all) or a list of device indices (0,1); "
+                             f"got {self.devices!r}")
+        for name in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, name)
+            # Lightning reads a number up to 1 as a fraction and a whole number above it as a count.
+            if value <= 0 or (value > 1 and not value.is_integer()):
+                raise ValueError(f"{flag_name(name)} must be a fraction in (0, 1] or a whole number of batches, "
+                                 f"got {value:g}")
+        if self.max_time is not None and not _positive_duration(self.max_time):
+            raise ValueError(f"--max-time must be DD:HH:MM:SS in whole non-negative numbers, more than zero in all "
+                             f"(e.g. 00:02:30:00); got {self.max_time!r}")
+
+
+def _positive_duration(text: str) -> bool:
+    return bool(_DURATION.fullmatch(text.strip())) and any(int(part) for part in text.split(":"))
+
+
+@dataclass
+class TrainConfig(TrainerSettings):
+    data: str = setting("", "packed dataset folder", group="run")
+    split: str = setting("official", "stored split to train on", group="run")
+    run_dir: str = setting("", "where the run goes", group="run")
+    epochs: int = setting(20, "passes over the training split", at_least=1)
+    patience: int = setting(5, "epochs without a better validation ELBO before early stopping (0: off)", at_least=0)
+    lr: float = setting(1e-3, "learning rate", above=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", at_least=0)
+    lr_schedule: str = setting("cosine", "learning-rate schedule", choices=LR_SCHEDULES)
+    batch_size: int = setting(128, "images per step", at_least=1)
+    seed: int = setting(0, "seed of the initial weights, the data order and the flips", at_least=0)
+    flip: bool = setting(False, "random horizontal flips")
+    num_workers: int = setting(0, "data-loading processes (0: in the training process)", at_least=0)
+    on_device: bool = setting(False, "hold the training set as one tensor on the device")
+    compile: bool = setting(False, "torch.compile the model", group="scale")
+    channels_last: bool = setting(False, "channels-last memory format", group="scale")
+    ema: float = setting(0.0, "validate, keep and export an exponential moving average of the weights with this "
+                         "decay, e.g. 0.999 (0: off)", metavar="DECAY")
+    eval_k: int = setting(100, "importance samples for the test log p(x)", at_least=1)
+    eval_batches: int = setting(0, "test batches for the IWAE estimate (0: all)", at_least=0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"--ema is a decay in [0, 1), e.g. 0.999 (0: off); got {self.ema}")
 
 
 @dataclass
@@ -58,6 +105,25 @@ class RunConfig:
         return cls(ModelConfig.from_dict(d.get("model", {})),
                    TrainConfig(**{k: v for k, v in d.get("train", {}).items() if k in known}))
 
+    @classmethod
+    def from_settings(cls, settings: dict, conditions: str = "all") -> "RunConfig":
+        """A run from settings by field name (ModelConfig's and TrainConfig's; the others keep their defaults).
+
+        ``conditions`` picks a conditional model's condition_names among its data's attributes:
+        "all", "report" (REPORT_CONDITION_NAMES) or names "A,B,C".
+        """
+        model_fields, train_fields = _field_names(ModelConfig), _field_names(TrainConfig)
+        unknown = sorted(set(settings) - model_fields - train_fields)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        train = TrainConfig(**{k: v for k, v in settings.items() if k in train_fields})  # needs no data: first
+        model = {k: v for k, v in settings.items() if k in model_fields}
+        conditional = is_conditional_model(model.get("model", ModelConfig.model),
+                                           model.get("conditional", ModelConfig.conditional))
+        if conditional and "condition_names" not in model:
+            model["condition_names"] = condition_names(conditions, train.data)
+        return cls(ModelConfig(**model), train)
+
     def save(self, path: Path) -> None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -70,3 +136,27 @@ class RunConfig:
             return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: cannot read run config ({exc})") from None
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def condition_names(conditions: str, data: str) -> list[str]:
+    """The attributes ``--conditions`` names ("all", "report" or "A,B,C") among those of the dataset ``data``."""
+    available = list(_attribute_names(str(data)))
+    if conditions == "all":
+        return available
+    if conditions == "report":
+        return [n for n in REPORT_CONDITION_NAMES if n in available]
+    from facevae.data.attributes import check_attribute_names
+
+    return check_attribute_names([n.strip() for n in conditions.split(",") if n.strip()], available)
+
+
+@lru_cache(maxsize=8)
+def _attribute_names(data: str) -> tuple[str, ...]:
+    # A packed dataset never changes its attributes, and a sweep asks once per point of its grid.
+    from facevae.data.packed import PackedDataset
+
+    return tuple(PackedDataset(data).attribute_names)
