@@ -72,7 +72,9 @@ def test_fixed_seed_gives_identical_weights(data, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_message_and_never_reaches_a_checkpoint(data, tmp_path, monkeypatch, capsys):
-    real = VAEBase.loss
+    from facevae.models.conv import ConvVAE
+
+    real = ConvVAE.loss
     calls = {"n": 0}
 
     def poisoned(self, x, c=None, kl_weight=None):
@@ -83,7 +85,7 @@ def test_non_finite_loss_stops_with_a_message_and_never_reaches_a_checkpoint(dat
                 terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(VAEBase, "loss", poisoned)
+    monkeypatch.setattr(ConvVAE, "loss", poisoned)
     run = tmp_path / "run"
     code = train_cli(data, run, "--model", "vae", "--checkpoint-every-steps", "1")
     err = capsys.readouterr().err
