@@ -66,7 +66,9 @@ def test_shapes_for_every_model_and_size(model, size):
 
 
 def test_build_model_picks_the_class_and_the_conditioning():
-    assert MODELS == {"vae": VAE, "cvae": CVAE, "betavae": BetaVAE}
+    from facevae.models.hvae import HVAE
+
+    assert MODELS == {"vae": VAE, "cvae": CVAE, "betavae": BetaVAE, "hvae": HVAE}
     assert type(build_model(config("vae").to_dict())) is VAE
     cvae = make("cvae")
     assert isinstance(cvae, CVAE) and cvae.num_conditions == 3

@@ -17,7 +17,7 @@ from facevae.recognition.config import ClassifierConfig
 from facevae.training.config import TrainConfig
 
 # Not 1:1 with a field: --conditions makes condition_names, --resume continues a run.
-TRAIN_EXTRA = {"--conditions", "--resume", "-h", "--help"}
+TRAIN_EXTRA = {"--conditions", "--preset", "--resume", "-h", "--help"}
 
 
 @dataclass
@@ -106,6 +106,8 @@ def test_train_flags_are_exactly_the_fields_with_their_types_and_defaults():
             assert action.nargs == 0 and action.default == f.default, f.name
         elif hint in (int, float, str):
             assert action.type is hint and action.default == f.default or f.name == "model", f.name
+        elif hint == list[int]:
+            assert action.type(action.default) == f.default_factory(), f.name
         else:  # X | None
             assert action.default is None and action.type("none") is None, f.name
     assert actions["model"].default == "cvae" and actions["model"].metavar == "{" + ",".join(MODEL_NAMES) + "}"
@@ -125,7 +127,18 @@ def test_model_names_are_the_registry_and_the_choices():
     assert dataclasses.fields(ModelConfig)[0].metadata["choices"] == MODEL_NAMES
 
 
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _swept(f: dataclasses.Field):
+    """How a default stands in a sweep's space: a list as its items joined by '+'."""
+    return "+".join(map(str, _default(f))) if isinstance(_default(f), list) else _default(f)
+
+
 def _param_text(f: dataclasses.Field) -> str:
+    if isinstance(_default(f), list):
+        return "+".join(map(str, _default(f)))
     if f.default is None:
         return "none"
     if isinstance(f.default, bool):
@@ -145,15 +158,18 @@ def test_every_setting_is_reachable_from_sweep_param(synth_data, tmp_path):
             continue
         text = _param_text(f)
         for spelling in (f.name, f.name.replace("_", "-")):
-            assert parse_param(f"{spelling}={text}") == (f.name, [f.default]), spelling
+            assert parse_param(f"{spelling}={text}") == (f.name, [_swept(f)]), spelling
         config = sweep_config_from_args(build_parser().parse_args([*base, "--param", f"{f.name}={text}"]))
-        assert config.space == {f.name: [f.default]} and config.base["train"]["data"] == str(synth_data)
+        assert config.space == {f.name: [_swept(f)]} and config.base["train"]["data"] == str(synth_data)
     config = sweep_config_from_args(build_parser().parse_args(
         [*base, "--param", "model=vae,cvae", "--param", "conditions=report,Male+Smiling"]))
     from facevae.sweeps.search_space import trial_config
 
     trial = trial_config(config.base, {"model": "cvae", "conditions": "Male+Smiling"}, config.conditions, "t")
     assert trial.model.condition_names == ["Male", "Smiling"] and trial.train.run_dir == "t"
+    assert parse_param("hvae-groups=2+1,4+2+1") == ("hvae_groups", ["2+1", "4+2+1"])  # a list's points
+    trial = trial_config(config.base, {"model": "hvae", "hvae_groups": "4+2+1", "image_size": 32}, "all", "t")
+    assert trial.model.hvae_groups == [4, 2, 1]
 
 
 BAD_TRAIN_ARGUMENTS = [

@@ -373,3 +373,41 @@ def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data, 
     assert train_cli(data, run, "--model", "vae", "--epochs", "1") == 0
     assert train_cli(data, run, "--model", "vae", "--epochs", "1") == 2  # a finished run is not overwritten
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_the_update_guard_skips_spikes_and_non_finite_norms_and_stops_a_broken_run():
+    from facevae.training.update_guard import PATIENCE, WARMUP, UpdateGuard
+
+    guard = UpdateGuard(10.0)
+    assert not guard.accept(float("nan"))  # non-finite: skipped from the first update on
+    assert all(guard.accept(1.0 + 0.01 * i) for i in range(WARMUP))
+    assert guard.accept(9.0) and not guard.accept(50.0)  # ten times the median is a spike
+    assert guard.skipped == 2 and not guard.broken
+    restored = UpdateGuard(10.0)
+    restored.load_state_dict(guard.state_dict())
+    assert list(restored.norms) == list(guard.norms) and restored.skipped == 2
+    for _ in range(PATIENCE):
+        guard.accept(float("inf"))
+    assert guard.broken
+
+
+def test_with_skip_updates_a_few_non_finite_losses_are_skipped_and_counted(data, tmp_path, monkeypatch):
+    from facevae.models.conv import ConvVAE
+
+    real, calls = ConvVAE.loss, {"n": 0}
+
+    def sometimes_nan(self, x, c=None, kl_weight=None):
+        terms = real(self, x, c, kl_weight)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] in (3, 8):
+                terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(ConvVAE, "loss", sometimes_nan)
+    run = tmp_path / "run"
+    assert train_cli(data, run, "--model", "vae", "--skip-updates", "10") == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped_updates"] == 2 and calls["n"] > 8  # the run went on past both
+    state = load_file(str(run / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -167,3 +167,29 @@ def sample(run: Run | str | os.PathLike, n: int = 64, settings: dict[str, int] |
         result["compare_png"] = str(compare)
     write_result(json_path, result)
     return result
+
+
+TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
+
+
+def temperature_sheet(run: Run | str | os.PathLike, temperatures=TEMPERATURES, n: int = 8, seed: int = 0) -> dict:
+    """One row of samples per temperature, the same draws scaled (and the same conditions), so that what the
+    temperature trades (detail and variety against plausibility) is seen at a glance. Writes
+    RUN/analysis/sample_temperatures.png and .json."""
+    run = as_run(run)
+    check_positive("n", n)
+    temperatures = [float(t) for t in temperatures]
+    if not temperatures or min(temperatures) <= 0:
+        raise ValueError(f"temperatures must be > 0, got {temperatures}")
+    rows = [sample_images(run, n, temperature=t, seed=seed)["images"] for t in temperatures]
+    out = run.analysis_dir
+    png, json_path = out / "sample_temperatures.png", out / "sample_temperatures.json"
+    readjusted = "; BatchNorm statistics re-estimated at each temperature" if run.config.model.model == "hvae" else ""
+    save_comparison_grid(rows, [f"T = {t:g}" for t in temperatures], png,
+                         title=f"{run_label(run)}: prior samples at several temperatures (the same draws, seed "
+                               f"{seed}, scaled by T){readjusted}",
+                         col_labels=[f"sample {i}" for i in range(n)])
+    result = {"run": str(run.root), "n": n, "seed": seed, "temperatures": temperatures, "png": str(png),
+              "json": str(json_path)}
+    write_result(json_path, result)
+    return result

@@ -22,7 +22,7 @@ def run_label(run: Run) -> str:
     """'cvae run "name" (latent 64)': how figure titles name the run."""
     m = run.config.model
     kind = f"{m.model}, β={m.effective_beta:g}" if m.effective_beta != 1 else m.model
-    return f"{run.root.name} ({kind}, latent {m.latent_dim}, {m.image_size}x{m.image_size})"
+    return f"{run.root.name} ({kind}, latent {m.latent_units}, {m.image_size}x{m.image_size})"
 
 
 def image_id(run: Run, row: int) -> str | None:

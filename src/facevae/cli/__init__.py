@@ -43,6 +43,13 @@ def add_command(subparsers, name: str, func, help: str, example: str, descriptio
     return parser
 
 
+def add_group_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--group: which latent group of a hierarchical model ``what`` looks at (a flat model has one)."""
+    parser.add_argument("--group", default=None, metavar="NAME",
+                        help=f"the latent group {what} (default: the model's top group; a flat VAE has one, z; "
+                             "a hierarchical one's are named by scale, e.g. 4x4.0, 8x8.1)")
+
+
 class DeferredFlagsParser(argparse.ArgumentParser):
     """A subcommand whose flags ``add_flags(parser)`` adds when it first parses or shows help: for flags read from
     a module that imports torch (facevae.recognition does, in its __init__), which ``facevae --help`` should not."""
@@ -78,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facevae.common.settings import given_dests
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    args.typed_settings = given_dests(parser, argv)  # what was typed wins over a --preset
     try:
         return args.func(args) or 0
     except (ValueError, ArithmeticError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from facevae.cli import add_command
+    from facevae.cli import add_command, add_group_argument
 
     p = add_command(
         subparsers, "reconstruct", cmd_reconstruct, "originals above their reconstructions, with per-image error",
@@ -55,6 +55,7 @@ def register(subparsers) -> None:
                    help="values of the latent (prior standard deviations)")
     p.add_argument("--steps", type=int, default=9, help="values across the range")
     p.add_argument("--offset", type=int, default=0, help="first test face (position in the test split)")
+    add_group_argument(p, "to traverse")
 
     p = add_command(
         subparsers, "edit", cmd_edit, "edit a face's attributes and show it before and after",
@@ -114,7 +115,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 
     run = _open(args)
     result = traverse(run, dims=args.dims, faces=args.faces, value_range=tuple(args.value_range), steps=args.steps,
-                      offset=args.offset)
+                      offset=args.offset, group=args.group)
     if result["all_inactive"]:
         print("note: no dimension is active (the posterior means do not vary); showing every dimension")
     if not result["names_from"]:

@@ -78,7 +78,7 @@ def _register_eval(sub) -> None:
 
 
 def _register_probe(subparsers) -> None:
-    from facevae.cli import add_command
+    from facevae.cli import add_command, add_group_argument
 
     p = add_command(
         subparsers, "probe", cmd_probe, "logistic-regression probes from a VAE's latents to every attribute",
@@ -94,6 +94,7 @@ def _register_probe(subparsers) -> None:
     p.add_argument("--C", type=float, default=1.0, dest="C", help="inverse L2 strength of the logistic regressions")
     p.add_argument("--threshold-by", choices=THRESHOLD_RULES, default="accuracy")
     p.add_argument("--seed", type=int, default=0)
+    add_group_argument(p, "whose posterior means are probed")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -146,7 +147,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from facevae.recognition.probe import probe_run
 
     result = probe_run(args.run, args.classifier, max_train=args.max_train, C=args.C,
-                       threshold_by=args.threshold_by, seed=args.seed)
+                       threshold_by=args.threshold_by, seed=args.seed, group=args.group)
     print(result["table_text"])
     if result["classifier"] is not None:
         c = result["classifier"]

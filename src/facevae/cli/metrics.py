@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from facevae.cli import add_command
+    from facevae.cli import add_command, add_group_argument
 
     p = add_command(
         subparsers, "metrics", cmd_metrics,
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="observations per batch of the sampling metrics")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    add_group_argument(p, "whose posterior means are scored")
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if min(args.n, args.n_eval, args.batch_size) < 1:
         raise ValueError("--n, --n-eval and --batch-size must be at least 1")
     result = compute_disentanglement(args.run, args.metrics, n=args.n, n_eval=args.n_eval, seed=args.seed,
-                                     batch_size=args.batch_size)
+                                     batch_size=args.batch_size, group=args.group)
     print(json.dumps(result, indent=2) if args.json else format_disentanglement(result))
     if not args.json:
         print(f"\nwritten: {args.run / 'metrics.json'} ('disentanglement')")

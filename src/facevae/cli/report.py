@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from facevae.cli import add_command
+    from facevae.cli import add_command, add_group_argument
 
     p = add_command(
         subparsers, "dims", cmd_dims,
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--bins", type=int, default=20, help="quantile bins of each dimension for the mutual information")
     p.add_argument("--all", action="store_true", help="list inactive dimensions too")
     p.add_argument("--no-figure", action="store_true", help="skip dims.png")
+    add_group_argument(p, "to evaluate")
 
     r = add_command(
         subparsers, "report", cmd_report,
@@ -48,7 +49,8 @@ def cmd_dims(args: argparse.Namespace) -> int:
 
     if args.bins < 2:
         raise ValueError(f"--bins must be at least 2, got {args.bins}")
-    result = evaluate_dims(open_run(args.run), targets=args.targets, bins=args.bins, figure=not args.no_figure)
+    result = evaluate_dims(open_run(args.run), targets=args.targets, group=args.group, bins=args.bins,
+                           figure=not args.no_figure)
     print(format_dims_table(result, all_dims=args.all))
     files = result["files"]
     print(f"\nwritten: {files['json']}, {files['csv']}" + (f", {files['figure']}" if "figure" in files else ""))

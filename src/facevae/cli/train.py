@@ -38,20 +38,26 @@ def add_train_arguments(p: argparse.ArgumentParser, run_dir: bool) -> None:
     from facevae.common.settings import add_arguments, argument_group
     from facevae.models.config import ModelConfig
     from facevae.training.config import TrainConfig
+    from facevae.training.presets import presets_help
 
     argument_group(p, "run")  # the sections in the order the help shows them
     add_arguments(p, ModelConfig, group="model", skip={"condition_names"}, defaults=CLI_DEFAULTS)
     argument_group(p, "model").add_argument("--conditions", default="all", help=CONDITIONS_HELP)
+    argument_group(p, "run").add_argument("--preset", default=None, metavar="NAME", help="model and training settings "
+                                          f"for a purpose, under the ones typed: {presets_help()}")
     add_arguments(p, TrainConfig, group="training", skip=set() if run_dir else {"run_dir"})
 
 
 def settings_from_args(args: argparse.Namespace) -> dict:
-    """Every ModelConfig and TrainConfig setting the command line holds, by field name."""
+    """Every ModelConfig and TrainConfig setting the command line holds, by field name, with the --preset's
+    values where the user typed none."""
     from facevae.common.settings import values_from_args
     from facevae.models.config import ModelConfig
     from facevae.training.config import TrainConfig
+    from facevae.training.presets import apply_preset
 
-    return values_from_args(args, ModelConfig) | values_from_args(args, TrainConfig)
+    settings = values_from_args(args, ModelConfig) | values_from_args(args, TrainConfig)
+    return apply_preset(settings, getattr(args, "preset", None), getattr(args, "typed_settings", set()))
 
 
 def run_config_from_args(args: argparse.Namespace):

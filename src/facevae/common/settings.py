@@ -12,7 +12,7 @@
 
 A field's flag is ``--kebab-case`` of its name (``flag=`` gives another). Its type is the annotation:
 int, float (finite only), str, bool (a switch: ``--name`` when the default is False, ``--no-name``
-when it is True), ``X | None`` (the text "none" is None) and ``list[str]`` (a comma list). Choices
+when it is True), ``X | None`` (the text "none" is None) and ``list[str]`` / ``list[int]`` (a comma list). Choices
 are checked by the dataclass, not by argparse, so a bad value is the same one-line error whether it
 comes from a flag, a sweep or a config file.
 """
@@ -74,7 +74,11 @@ def parse_text(text: str, hint, choices=None):
     if optional and text.lower() == "none":
         return None
     if is_list:
-        return [part.strip() for part in text.split(",") if part.strip()]
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            return [scalar(part) for part in parts]
+        except ValueError:
+            raise ValueError(f"{text!r} is not a comma list of {scalar.__name__}s") from None
     if scalar is bool:
         if text.lower() not in _TRUE + _FALSE:
             raise ValueError(f"{text!r} is not true/false")
@@ -113,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, group: str, skip=(), 
         choices = meta.get("choices")
         metavar = meta.get("metavar") or ("{" + ",".join(map(str, choices)) + "}" if choices else None)
         # A list's default goes in as its text: argparse converts a text default with ``type`` as it would a flag's.
-        text_or_default = ",".join(default) if isinstance(default, list) else default
+        text_or_default = ",".join(map(str, default)) if isinstance(default, list) else default
         target.add_argument(flag_name(f.name, cls), dest=f.name, type=_converter(hint), default=text_or_default,
                             metavar=metavar, help=help_text)
 
@@ -163,7 +167,7 @@ def _typed(cls, name: str, value, hint):
     if value is None and optional:
         return None
     if is_list:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, scalar) and not isinstance(v, bool) for v in value):
             return list(value)
     elif scalar is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
@@ -173,3 +177,28 @@ def _typed(cls, name: str, value, hint):
         return value
     expected = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
     raise SettingTypeError(f"{cls.__name__}.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def given_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The settings the user typed (not defaulted): ``argv`` parsed once more with every default suppressed."""
+    saved = []
+
+    def suppress(p: argparse.ArgumentParser) -> None:
+        saved.append((p, None, p._defaults))
+        p._defaults = {}
+        for action in p._actions:
+            saved.append((p, action, action.default))
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    suppress(sub)
+
+    suppress(parser)
+    try:
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for p, action, default in saved:
+            if action is None:
+                p._defaults = default
+            else:
+                action.default = default

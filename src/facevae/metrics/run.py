@@ -142,7 +142,8 @@ def _encoder(run, group: str, chunk: int = 256):
             x = torch.from_numpy(np.ascontiguousarray(images[lo:lo + chunk])).permute(0, 3, 1, 2)
             y = None if attributes is None else torch.from_numpy(attributes[lo:lo + chunk]).float()
             x, _ = run.data.prepare_batch((x, y))
-            codes.append(run.model.encode(x, run.condition_of(y) if y is not None else None).codes(group))
+            latents = run.model.encode(x, run.condition_of(y) if y is not None else None, through=group)
+            codes.append(latents.codes(group))
         return torch.cat(codes).numpy()
 
     return encode
@@ -163,7 +164,7 @@ def _array_scores(run, names, n, n_eval, group) -> tuple[dict, list | None]:
     from facevae.metrics.suite import array_metrics
     from facevae.metrics.weak_labels import weak_label_metrics
 
-    test = run.encode("test")
+    test = run.encode("test", through=group)
     codes = test.codes(group)
     fit, score = fit_and_eval_rows(len(codes), n, n_eval)
     if run.data.has_factors:

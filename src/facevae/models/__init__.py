@@ -34,9 +34,10 @@ def _registry() -> dict[str, type[VAEBase]]:
     against it without importing torch)."""
     from facevae.models.betavae import BetaVAE
     from facevae.models.cvae import CVAE
+    from facevae.models.hvae import HVAE
     from facevae.models.vae import VAE
 
-    return dict(zip(MODEL_NAMES, (VAE, CVAE, BetaVAE), strict=True))
+    return dict(zip(MODEL_NAMES, (VAE, CVAE, BetaVAE, HVAE), strict=True))
 
 
 def __getattr__(name: str):

@@ -45,7 +45,9 @@ class VAEBase(nn.Module):
         """The condition as a vector (B, cond_dim) to concatenate, or None (unconditional)."""
         return None
 
-    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Latents:
+    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None, through: str | None = None) -> Latents:
+        """The posterior of every group, or of the groups from the top down to ``through`` (a model may then
+        skip the rest of its work: analyses of the top group of a deep model need only that)."""
         raise NotImplementedError
 
     def decode(self, codes: torch.Tensor, c: torch.Tensor | None = None):

@@ -13,13 +13,14 @@ from facevae.common.settings import check_settings, flag_name, setting
 
 # The names of the models; facevae.models builds its registry of classes on them (this module cannot
 # import the classes: they import it).
-MODEL_NAMES = ("vae", "cvae", "betavae")
+MODEL_NAMES = ("vae", "cvae", "betavae", "hvae")
 IMAGE_SIZES = (32, 64, 128)
 CONDITION_MODES = ("vector", "embedding")
 LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian")
 NORMS = ("batch", "group")
 # Beyond this the two linear layers around z dominate the model (and its checkpoints).
 LARGE_LATENT_DIM = 4096
+MIN_HVAE_TOP_SIZE = 2  # the top latent scale's side: 1x1 would leave its 5x5 convolutions nothing but padding
 
 # The report's CVAE conditioned on hair colour, beard, gender and pale skin through embeddings;
 # in CelebA's binary attributes that is these seven.
@@ -27,8 +28,8 @@ REPORT_CONDITION_NAMES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair",
 
 
 def is_conditional_model(model: str, conditional: bool) -> bool:
-    """Whether the model named ``model`` reads a condition c (``conditional`` only matters for betavae)."""
-    return model == "cvae" or (model == "betavae" and conditional)
+    """Whether the model named ``model`` reads a condition c (``conditional`` matters for betavae and hvae)."""
+    return model == "cvae" or (model in ("betavae", "hvae") and conditional)
 
 
 @dataclass
@@ -43,13 +44,14 @@ class ModelConfig:
     """
 
     model: str = setting("vae", "vae (never conditional), cvae (always), betavae (conditional with --conditional; "
-                         "needs an effective beta > 1)", choices=MODEL_NAMES)
+                         "needs an effective beta > 1), hvae (hierarchical, NVAE-like; conditional with "
+                         "--conditional)", choices=MODEL_NAMES)
     latent_dim: int = setting(64, "M, the size of z", at_least=1)
     width: int = setting(2, "channel multiplier k: the encoder has 32k, 64k, 128k, 256k channels (the report's k=1,2,4)",
                          at_least=1)
     image_size: int = setting(64, "side of the square images the model sees", choices=IMAGE_SIZES)
     channels: int = setting(3, "image channels (packed datasets hold RGB: 3)", at_least=1)
-    conditional: bool = setting(False, "betavae: condition on attributes too")
+    conditional: bool = setting(False, "betavae, hvae: condition on attributes too")
     condition_names: list[str] = setting([], "the attributes conditioned on, in the order of the columns of c")
     condition_mode: str = setting("vector", "vector: the 0/1 attribute vector itself; embedding: one learned vector "
                                   "per attribute value, summed", choices=CONDITION_MODES)
@@ -65,6 +67,23 @@ class ModelConfig:
     kl_warmup_steps: int = setting(0, "the KL weight ramps linearly from 0 to beta over these many steps (0: off)",
                                    at_least=0)
     norm: str = setting("batch", "batch (BatchNorm) or group (GroupNorm, independent of the batch)", choices=NORMS)
+    hvae_groups: list[int] = setting([2, 2], "hvae: latent groups per scale, NVAE's order: the finest scale first "
+                                     "(8,4,2 = 8 groups at the finest latent scale, 4 at the next, 2 at the top)",
+                                     group="hierarchical model")
+    hvae_channels: int = setting(16, "hvae: channels of the stem, doubled at every downsampling", at_least=1,
+                                 group="hierarchical model")
+    hvae_latent_channels: int = setting(8, "hvae: channels of every latent group (NVAE: 20)", at_least=1,
+                                        group="hierarchical model")
+    hvae_cells: int = setting(1, "hvae: encoder and decoder cells per latent group (NVAE: 2)", at_least=1,
+                              group="hierarchical model")
+    hvae_pre_blocks: int = setting(1, "hvae: downsampling blocks before the finest latent scale (and upsampling "
+                                   "after it)", at_least=0, group="hierarchical model")
+    hvae_expansion: int = setting(6, "hvae: expansion of the decoder cells' inverted residual (NVAE: 6)", at_least=1,
+                                  group="hierarchical model")
+    mixtures: int = setting(10, "hvae: logistic mixture components of the likelihood (PixelCNN++, NVAE: 10)",
+                            at_least=1, group="hierarchical model")
+    spectral_lambda: float = setting(0.1, "hvae: weight of the spectral regularisation of every convolution and "
+                                     "the BatchNorm scales (NVAE: 0.1)", at_least=0, group="hierarchical model")
 
     def __post_init__(self):
         check_settings(self)
@@ -73,6 +92,13 @@ class ModelConfig:
                              "give the attribute names to condition on")
         if len(set(self.condition_names)) != len(self.condition_names):
             raise ValueError("model config: condition_names has duplicates")
+        if not self.hvae_groups or min(self.hvae_groups) < 1:
+            raise ValueError(f"--hvae-groups must be positive group counts per scale, e.g. 4,2; got {self.hvae_groups}")
+        if self.model == "hvae":
+            if self.channels != 3:
+                raise ValueError("--channels: hvae models RGB images (its likelihood mixes the three channels); got "
+                                 f"{self.channels}")
+            self.hvae_scales()  # the groups must fit the image size
         if self.model == "betavae" and self.effective_beta <= 1:
             raise ValueError(f"model config: betavae needs beta > 1 (or a beta_norm giving one), got "
                              f"{self.effective_beta:g}; use model 'vae' or 'cvae' for beta <= 1")
@@ -85,6 +111,27 @@ class ModelConfig:
         gigabytes = 3 * self.latent_dim * top * 4 / 1e9
         return (f"{flag_name('latent_dim')} {self.latent_dim} makes huge checkpoints: the layers around z alone "
                 f"hold up to {gigabytes:.1f} GB of weights")
+
+    def hvae_scales(self) -> list[tuple[int, int, int]]:
+        """(resolution, channels, groups) of each latent scale of the hierarchical model, the top (coarsest) first."""
+        finest = self.image_size // 2 ** self.hvae_pre_blocks
+        top = finest // 2 ** (len(self.hvae_groups) - 1)
+        if top < MIN_HVAE_TOP_SIZE:
+            raise ValueError(f"--hvae-groups {','.join(map(str, self.hvae_groups))}: {len(self.hvae_groups)} latent "
+                             f"scales after {self.hvae_pre_blocks} pre-processing block(s) leave a {self.image_size}x"
+                             f"{self.image_size} image a {max(top, 0)}x{max(top, 0)} top scale (at least "
+                             f"{MIN_HVAE_TOP_SIZE}x{MIN_HVAE_TOP_SIZE}); use fewer scales or --hvae-pre-blocks, or "
+                             "a larger --image-size")
+        scales = [(finest // 2**s, self.hvae_channels * 2 ** (self.hvae_pre_blocks + s), groups)
+                  for s, groups in enumerate(self.hvae_groups)]
+        return scales[::-1]
+
+    @property
+    def latent_units(self) -> int:
+        """M: every latent unit of the model (the hierarchical model's groups all together)."""
+        if self.model != "hvae":
+            return self.latent_dim
+        return sum(groups * self.hvae_latent_channels * res * res for res, _, groups in self.hvae_scales())
 
     @property
     def is_conditional(self) -> bool:
@@ -103,7 +150,7 @@ class ModelConfig:
     def effective_beta(self) -> float:
         if self.beta_norm is None:
             return self.beta
-        return self.beta_norm * self.input_dim / self.latent_dim
+        return self.beta_norm * self.input_dim / self.latent_units
 
     def kl_weight(self, step: int) -> float:
         """The KL weight at optimiser step ``step``: β, ramped linearly from 0 during warm-up."""

@@ -100,7 +100,7 @@ class ConvVAE(VAEBase):
         std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
         return Independent(Normal(mu, std, validate_args=False), 1, validate_args=False)
 
-    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Latents:
+    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None, through: str | None = None) -> Latents:
         """The posterior as :class:`Latents` (what analysis, metrics and probes read)."""
         q = self.posterior(x, c).base_dist
         return Latents(self.latent_groups, q.loc, q.scale)

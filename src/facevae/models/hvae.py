@@ -27,7 +27,7 @@ import torch.nn as nn
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
 from facevae.models.cvae import AttributeCondition
-from facevae.models.latents import LatentGroup, Latents, flat_groups
+from facevae.models.latents import LatentGroup, Latents, find_group, flat_groups
 from facevae.models.likelihoods import DiscretizedMixtureLogistic, bits_per_dim
 from facevae.models.nvae_cells import (
     DecoderCell,
@@ -41,7 +41,6 @@ from facevae.models.nvae_cells import (
 SOFT_CLAMP = 5.0  # NVAE soft-clamps μ and log σ to (-5, 5): KL terms stay finite early on
 SIGMA_FLOOR = 1e-2
 READJUST_BATCHES, READJUST_BATCH = 16, 32  # BatchNorm statistics re-estimated on 512 prior samples
-MIN_TOP_SIZE = 2
 
 
 def soft_clamp(x: torch.Tensor) -> torch.Tensor:
@@ -84,22 +83,12 @@ class Layout:
     latent_channels: int
     stem_channels: int
     pre_blocks: int
+    expansion: int  # of the decoder cells' inverted residual (NVAE: 6)
 
     @classmethod
     def of(cls, config: ModelConfig) -> "Layout":
-        groups = list(config.hvae_groups)  # NVAE's order: the finest latent scale first
-        size, pre = config.image_size, config.hvae_pre_blocks
-        finest = size // 2 ** pre
-        top = finest // 2 ** (len(groups) - 1)
-        if not groups or min(groups) < 1:
-            raise ValueError(f"model config: hvae_groups must be positive counts per scale, got {groups}")
-        if top < MIN_TOP_SIZE:
-            raise ValueError(f"model config: hvae_groups {','.join(map(str, groups))} needs {len(groups)} latent "
-                             f"scales below {pre} pre-processing block(s): a {size}x{size} image leaves the top "
-                             f"scale {max(top, 0)}x{max(top, 0)} (at least {MIN_TOP_SIZE}x{MIN_TOP_SIZE}); use "
-                             "fewer scales or a larger image")
-        scales = [(finest // 2**s, config.hvae_channels * 2 ** (pre + s), g) for s, g in enumerate(groups)]
-        return cls(tuple(reversed(scales)), config.hvae_latent_channels, config.hvae_channels, pre)
+        return cls(tuple(config.hvae_scales()), config.hvae_latent_channels, config.hvae_channels,
+                   config.hvae_pre_blocks, config.hvae_expansion)
 
     def group_shapes(self) -> dict[str, tuple[int, int, int]]:
         shapes = {}
@@ -161,11 +150,12 @@ class TopDown(nn.Module):
         for g, s in enumerate(scale_of):
             ch = layout.scales[s][1]
             first = g == 0
-            self.cells.append(nn.Identity() if first else nn.Sequential(*(DecoderCell(ch) for _ in range(cells))))
+            self.cells.append(nn.Identity() if first else
+                              nn.Sequential(*(DecoderCell(ch, expansion=layout.expansion) for _ in range(cells))))
             self.priors.append(nn.Identity() if first else nn.Sequential(nn.ELU(), wn_conv(ch, 2 * lc, 1)))
             self.combiners.append(DecoderCombiner(ch, lc))
             if g + 1 < len(scale_of) and scale_of[g + 1] != s:
-                self.ups[str(g)] = DecoderCell(ch, up=True)
+                self.ups[str(g)] = DecoderCell(ch, up=True, expansion=layout.expansion)
 
     def start(self, batch: int, cond: torch.Tensor | None) -> torch.Tensor:
         s = self.h0.unsqueeze(0).expand(batch, -1, -1, -1)
@@ -188,8 +178,6 @@ class HVAE(VAEBase):
     """The hierarchical model (``model: hvae``); conditional on attributes when ``condition_names`` is set."""
 
     def __init__(self, config: ModelConfig):
-        if config.channels != 3:
-            raise ValueError("model config: hvae models RGB images (its likelihood mixes the three channels)")
         layout = Layout.of(config)
         shapes = layout.group_shapes()
         super().__init__(config, sum(math.prod(s) for s in shapes.values()))
@@ -232,28 +220,34 @@ class HVAE(VAEBase):
         # NVAE's residual form: the encoder corrects the prior's mean and scale
         return Gaussian.from_params(raw_prior[0] + mu, raw_prior[1] + log_sigma)
 
-    def _top_down(self, x: torch.Tensor, c, choose) -> tuple[torch.Tensor, list]:
-        """Run the shared path; ``choose(g, prior, posterior)`` returns (z, record) for each group."""
+    def _top_down(self, x: torch.Tensor, c, choose, groups: int | None = None) -> tuple[torch.Tensor | None, list]:
+        """Run the shared path; ``choose(g, prior, posterior)`` returns (z, record) for each group. With
+        ``groups``, stop after that many (top first): no observation model then, only the records."""
         features = self.bottom_up(x)
         s = self.top_down.start(len(x), self.condition(c))
         records = []
-        for g in range(len(self._groups)):
+        for g in range(len(self._groups) if groups is None else groups):
             s = self.top_down.cells[g](s)
             prior, raw = self.top_down.prior(g, s)
             z, record = choose(g, prior, self._posterior(g, features, s, raw))
             records.append(record)
+            if groups is not None and g + 1 == groups:
+                return None, records
             s = self.top_down.step(g, s, z)
         return self.head(self.post(s)), records
 
-    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Latents:
-        """The posterior along its mean path (every z at its posterior mean), in prior coordinates."""
+    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None, through: str | None = None) -> Latents:
+        """The posterior along its mean path (every z at its posterior mean), in prior coordinates; with
+        ``through``, only the groups from the top down to that one (the rest of the path is not run)."""
         def at_mean(g, prior, q):
             return q.mu, ((q.mu - prior.mu) / prior.sigma, q.sigma / prior.sigma)
 
-        _, records = self._top_down(x, c, at_mean)
+        found = find_group(self._groups, through)
+        count = len(self._groups) if found is None else self._groups.index(found) + 1
+        _, records = self._top_down(x, c, at_mean, groups=count)
         mean = torch.cat([r[0].flatten(1) for r in records], 1)
         std = torch.cat([r[1].flatten(1) for r in records], 1)
-        return Latents(self._groups, mean, std)
+        return Latents(self._groups[:count], mean, std)
 
     def decode(self, codes: torch.Tensor, c: torch.Tensor | None = None) -> DiscretizedMixtureLogistic:
         """p(x | codes): each group z = μ_p + σ_p·u with its prior re-predicted from the groups above."""
@@ -330,9 +324,10 @@ class HVAE(VAEBase):
                     m.reset_running_stats()
                     m.momentum = None  # a plain average over the readjustment batches
                     m.train()
+                generator = torch.Generator().manual_seed(0)  # the same statistics for the same temperature
                 for i in range(READJUST_BATCHES):
                     rows = None if c is None else c[torch.arange(i * READJUST_BATCH, (i + 1) * READJUST_BATCH) % len(c)]
-                    self.decode(self.prior_codes(READJUST_BATCH, temperature), rows)
+                    self.decode(self.prior_codes(READJUST_BATCH, temperature, generator), rows)
                 for m in norms:
                     m.eval()
             yield

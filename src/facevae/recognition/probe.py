@@ -132,11 +132,11 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
     names = run.data.attribute_names
     chosen = run.group(group)
     group = chosen.name
-    z_train, y_train = _codes(run.encode("train", batch_size, max_train, seed), group)
+    z_train, y_train = _codes(run.encode("train", batch_size, max_train, seed, through=group), group)
     if len(z_train) < 2:
         raise DatasetError(f"{run.root}: the training split has fewer than 2 images to fit probes on")
-    z_valid, y_valid = _codes(run.encode("valid", batch_size), group)
-    z_test, y_test = _codes(run.encode("test", batch_size), group)
+    z_valid, y_valid = _codes(run.encode("valid", batch_size, through=group), group)
+    z_test, y_test = _codes(run.encode("test", batch_size, through=group), group)
     if len(z_test) == 0:
         raise DatasetError(f"{run.root}: the test split has no images")
     predict = fit_probes(z_train, y_train, C=C, seed=seed)

@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 
 import yaml
 
-from facevae.analysis.dims import shown_dims, target_notes, target_rows
+from facevae.analysis.dims import KL_THRESHOLD, shown_dims, target_notes, target_rows
 from facevae.common.errors import RunError
 from facevae.models.config import ModelConfig
 
@@ -143,6 +143,12 @@ def _traverse(run):
     return traverse(run)
 
 
+def _temperatures(run):
+    from facevae.analysis.sample import temperature_sheet
+
+    return temperature_sheet(run)
+
+
 def _probe(run):
     from facevae.recognition.probe import probe_run
 
@@ -154,6 +160,7 @@ PRODUCERS: dict[str, tuple[str, Callable]] = {
     "dims": ("dims.json", _dims),
     "reconstruct": ("reconstruct.json", _reconstruct),
     "sample": ("sample.json", _sample),
+    "temperatures": ("sample_temperatures.json", _temperatures),
     "traverse": ("traverse.json", _traverse),
     "probe": ("probe.json", _probe),
 }
@@ -422,6 +429,10 @@ def samples_section(ctx: ReportContext) -> Section:
     compare = ctx.path(result.get("compare_png"))
     if compare is not None:
         body += img_tag(compare, "samples with attributes flipped")
+    temperatures = ctx.analysis("temperatures")
+    sheet = ctx.path(temperatures.get("png")) if temperatures else None
+    if sheet is not None:
+        body += img_tag(sheet, "samples at several temperatures", "the same draws at each temperature T (rows)")
     return Section("samples", "Samples", body)
 
 
@@ -463,8 +474,20 @@ def dims_section(ctx: ReportContext) -> Section:
         figure = img_tag(png, "KL per dimension and score heatmap",
                          f"left: KL per dimension (grey: inactive); right: score of each {kind} for each dimension "
                          "(dot: the dimension's best)")
-    return Section("dims", "Latent dimensions", intro + table + matching + figure,
+    return Section("dims", "Latent dimensions", intro + _groups_table(result) + table + matching + figure,
                    summary=f"{result['active_units']} active")
+
+
+def _groups_table(result: dict) -> str:
+    """A hierarchical model's latent groups: KL per group (the table below is the analysed group's units)."""
+    groups = result.get("groups") or []
+    if len(groups) < 2:
+        return ""
+    rows = [(g["name"] + (" (analysed below)" if g["name"] == result.get("group") else ""), "×".join(map(str, g["shape"])),
+             g["units"], g["kl"], g["active_units_kl"]) for g in groups]
+    return ("<h3>Latent groups, top first</h3>"
+            + html_table(["group", "shape (channels×H×W)", "units", "KL (nats)", f"units with KL > {KL_THRESHOLD:g}"],
+                         rows, "dims"))
 
 
 MAX_TRAVERSAL_SHEETS = 12

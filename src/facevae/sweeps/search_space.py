@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import typing
 
 # --data is the sweep's own, each trial gets its own run directory, and condition_names come from conditions.
 NOT_SWEPT = {"data", "run_dir", "condition_names"}
@@ -30,7 +31,8 @@ def sweepable() -> dict[str, tuple]:
 
 
 def parse_param(spec: str) -> tuple[str, list]:
-    """``"beta=1,2,4"`` → ``("beta", [1.0, 2.0, 4.0])``, typed and checked like the setting."""
+    """``"beta=1,2,4"`` → ``("beta", [1.0, 2.0, 4.0])``, typed and checked like the setting; a list setting's
+    values are its items joined by "+" (``hvae_groups=2+2,4+2+1``)."""
     from facevae.common.settings import parse_text
 
     name, sep, text = spec.partition("=")
@@ -44,9 +46,12 @@ def parse_param(spec: str) -> tuple[str, list]:
         raise ValueError(f"--param {shown!r}: not a flag of facevae train; choose from {names}")
     hint, choices = settings[name]
     try:
-        typed = [parse_text(v, hint, choices) for v in values]
+        typed = [parse_text(v.replace("+", ","), hint, choices) for v in values]
     except ValueError as exc:
         raise ValueError(f"--param {shown!r}: {exc}") from None
+    if typing.get_origin(hint) is list:
+        # a list setting's value is one point of the grid: its items joined by "+" (Optuna's choices are scalars)
+        typed = ["+".join(map(str, value)) for value in typed]
     if len(set(typed)) != len(typed):
         raise ValueError(f"--param {shown!r}: a value is listed twice")
     return name, typed
@@ -90,8 +95,11 @@ def base_settings(settings: dict) -> dict:
 
 def trial_config(base: dict, params: dict, conditions: str, run_dir):
     """The RunConfig of one trial: the base settings with the trial's values, trained into ``run_dir``."""
+    from facevae.common.settings import parse_text
     from facevae.training.config import RunConfig
 
+    lists = {name for name, (hint, _) in sweepable().items() if typing.get_origin(hint) is list}
+    params = {k: parse_text(v.replace("+", ","), sweepable()[k][0]) if k in lists else v for k, v in params.items()}
     settings = {**base["model"], **base["train"], **params, "run_dir": str(run_dir)}
     conditions = settings.pop(CONDITIONS, conditions)
     return RunConfig.from_settings(settings, conditions.replace("+", ","))

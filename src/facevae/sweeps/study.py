@@ -136,7 +136,7 @@ def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> 
     model = run_config.model
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("beta", model.effective_beta)
-    trial.set_user_attr("beta_norm", model.effective_beta * model.latent_dim / model.input_dim)
+    trial.set_user_attr("beta_norm", model.effective_beta * model.latent_units / model.input_dim)
     # Multi-objective studies cannot prune (Optuna refuses intermediate values there).
     callbacks = [ReportValidationElbo(trial)] if len(config.objectives) == 1 else []
     metrics = train(run_config, callbacks=callbacks)

@@ -73,6 +73,11 @@ class TrainConfig(TrainerSettings):
     lr: float = setting(1e-3, "learning rate", above=0)
     weight_decay: float = setting(0.0, "AdamW weight decay", at_least=0)
     lr_schedule: str = setting("cosine", "learning-rate schedule", choices=LR_SCHEDULES)
+    lr_warmup_steps: int = setting(0, "the learning rate rises linearly over these many first steps (0: off)",
+                                   at_least=0)
+    skip_updates: float = setting(0.0, "skip an update whose gradient norm is non-finite or more than this many "
+                                  "times the median of the recent ones, instead of stopping the run (VDVAE's rule; "
+                                  "0: off, a non-finite loss stops the run)", at_least=0, metavar="FACTOR")
     batch_size: int = setting(128, "images per step", at_least=1)
     seed: int = setting(0, "seed of the initial weights, the data order and the flips", at_least=0)
     flip: bool = setting(False, "random horizontal flips")
@@ -89,6 +94,10 @@ class TrainConfig(TrainerSettings):
         super().__post_init__()
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema is a decay in [0, 1), e.g. 0.999 (0: off); got {self.ema}")
+        if self.lr_warmup_steps and self.lr_schedule == "plateau":
+            raise ValueError("--lr-warmup-steps works with --lr-schedule cosine or none, not plateau")
+        if 0 < self.skip_updates <= 1:
+            raise ValueError(f"--skip-updates is a factor above 1 (e.g. 10), or 0 for off; got {self.skip_updates:g}")
 
 
 @dataclass

@@ -7,6 +7,7 @@ import torch
 
 from facevae.models import build_model
 from facevae.training.config import RunConfig
+from facevae.training.update_guard import UpdateGuard, gradient_norm
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -25,6 +26,8 @@ class VAEModule(L.LightningModule):
         # model.loss would stay eager, and the wrapper would rename every checkpoint key (_orig_mod.).
         self.objective = torch.compile(self.model.loss) if self.run_config.train.compile else self.model.loss
         self.condition_columns: list[int] | None = None  # set by train() from the data's attributes
+        skip = self.run_config.train.skip_updates
+        self.guard = UpdateGuard(skip) if skip else None
 
     def _condition(self, y: torch.Tensor) -> torch.Tensor | None:
         if not self.model.num_conditions:
@@ -44,12 +47,12 @@ class VAEModule(L.LightningModule):
         kl_weight = self.run_config.model.kl_weight(self.global_step) if training else 1.0
         terms = self.objective(x, c, kl_weight=kl_weight)
         if training and not torch.isfinite(terms["loss"]):
+            if self.guard is not None:
+                self.guard.accept(float("nan"))  # counted as a skipped update
+                if not self.guard.broken:
+                    return None  # Lightning skips this batch's backward pass and update
             # Stop before the optimiser step writes NaN into the weights and a checkpoint keeps them.
-            raise NonFiniteLossError(
-                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
-                f"(recon {terms['recon'].item():.4g}, kl {terms['kl'].item():.4g}); "
-                "try a lower --lr, --gradient-clip, or --precision 32-true"
-            )
+            raise NonFiniteLossError(self._broken(terms))
         headline = "loss" if training else "elbo"  # training minimises the loss; validation reports the bound
         self.log_dict({f"{stage}_{headline}": terms[headline], f"{stage}_recon": terms["recon"],
                        f"{stage}_kl": terms["kl"], f"{stage}_bpd": terms["bits_per_dim"]},
@@ -58,6 +61,32 @@ class VAEModule(L.LightningModule):
         if training:
             self.log("loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return terms["loss"]
+
+    def _broken(self, terms: dict | None = None) -> str:
+        where = f"at epoch {self.current_epoch}, step {self.global_step}"
+        if terms is None:
+            return (f"{self.guard.in_a_row} updates in a row had a non-finite or exploding gradient {where}; "
+                    "try a lower --lr or --gradient-clip")
+        return (f"non-finite training loss {where} (recon {terms['recon'].item():.4g}, kl {terms['kl'].item():.4g}); "
+                "try a lower --lr, --gradient-clip, or --precision 32-true")
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.guard is None:
+            return
+        if not self.guard.accept(gradient_norm(self.parameters())):
+            if self.guard.broken:
+                raise NonFiniteLossError(self._broken())
+            for p in self.parameters():  # no gradient, no update: weights and Adam's moments stay as they were
+                p.grad = None
+        self.log("skipped_updates", float(self.guard.skipped), on_step=True, on_epoch=False, reduce_fx="max")
+
+    def on_save_checkpoint(self, checkpoint):
+        if self.guard is not None:
+            checkpoint["update_guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.guard is not None and "update_guard" in checkpoint:
+            self.guard.load_state_dict(checkpoint["update_guard"])
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -68,10 +97,22 @@ class VAEModule(L.LightningModule):
     def configure_optimizers(self):
         t = self.run_config.train
         optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        if t.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
-            return {"optimizer": optimizer, "lr_scheduler": scheduler}
         if t.lr_schedule == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_elbo"}}
+        if t.lr_warmup_steps:
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self._warmup_schedule(optimizer), "interval": "step"}}
+        if t.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
         return optimizer
+
+    def _warmup_schedule(self, optimizer):
+        """A linear warm-up over the first steps, then the cosine (or constant) rate, stepped per batch."""
+        t = self.run_config.train
+        sched = torch.optim.lr_scheduler
+        warmup = sched.LinearLR(optimizer, start_factor=1.0 / t.lr_warmup_steps, total_iters=t.lr_warmup_steps)
+        total = max(int(self.trainer.estimated_stepping_batches), t.lr_warmup_steps + 1)
+        after = (sched.CosineAnnealingLR(optimizer, T_max=total - t.lr_warmup_steps) if t.lr_schedule == "cosine"
+                 else sched.ConstantLR(optimizer, factor=1.0, total_iters=0))
+        return sched.SequentialLR(optimizer, [warmup, after], milestones=[t.lr_warmup_steps])

@@ -173,7 +173,8 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
     export(model, run_dir, datamodule.attribute_names)
     test = evaluate(model, datamodule, config)
     metrics.update(best_epoch=_best_epoch(metrics.data), best_val_elbo=_best_val(metrics.data), test=test,
-                   train_seconds=round(time.perf_counter() - started, 1), global_step=trainer.global_step)
+                   train_seconds=round(time.perf_counter() - started, 1), global_step=trainer.global_step,
+                   **({} if module.guard is None else {"skipped_updates": module.guard.skipped}))
     return metrics.data
 
 

@@ -58,8 +58,10 @@ class Run:
         return find_group(self.model.latent_groups, name or self.model.latent_groups[0].name)
 
     @torch.no_grad()
-    def encode(self, part: str, batch_size: int = 256, limit: int | None = None, seed: int = 0) -> "EncodedPart":
-        """Every image of a split's ``part`` (or a seeded subset of ``limit``) through the encoder, in row order."""
+    def encode(self, part: str, batch_size: int = 256, limit: int | None = None, seed: int = 0,
+               through: str | None = None) -> "EncodedPart":
+        """Every image of a split's ``part`` (or a seeded subset of ``limit``) through the encoder, in row order;
+        ``through``: only the latent groups from the top down to that one."""
         ds = self.data.dataset(part)
         positions = np.arange(len(ds))
         if limit is not None and len(ds) > limit:
@@ -68,7 +70,7 @@ class Run:
         parts, attributes = [], []
         for lo in range(0, len(positions), batch_size):
             x, y = self.data.prepare_batch(ds.__getitems__(positions[lo:lo + batch_size]), train=False)
-            parts.append(self.model.encode(x, self.condition_of(y)))
+            parts.append(self.model.encode(x, self.condition_of(y), through=through))
             attributes.append(y)
         if not parts:
             zeros = torch.zeros(0, self.model.latent_dim)
