@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -55,11 +56,19 @@ class MetricsFile(L.Callback):
     def __init__(self, path: Path):
         self.path = Path(path)
         self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"epochs": []}
+        # training seconds so far, over every session of the run (a resumed one goes on from its last row)
+        self._before = max((e.get("seconds", 0.0) for e in self.data["epochs"]), default=0.0)
+        self._started = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._started = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        if self._started is not None:
+            row["seconds"] = round(self._before + time.perf_counter() - self._started, 1)
         row |= {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val_", "train_"))}
         self.data["epochs"] = [e for e in self.data["epochs"] if e["epoch"] != row["epoch"]] + [row]
         write_json_atomic(self.path, self.data)
