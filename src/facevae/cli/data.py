@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     group = subparsers.add_parser(
         "data",
         help="make, prepare, inspect, explore and split datasets",
-        description="Datasets: render synthetic faces, pack CelebA, look at them, split them.",
+        description="Datasets: render synthetic faces or dSprites, pack CelebA, look at them, split them.",
         epilog="example:\n  facevae data synth data/synth --n 5000 --size 64 --seed 0",
         formatter_class=HelpFormatter,
     )
@@ -28,6 +28,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prior", choices=["celeba", "uniform"], default="celeba",
                    help="celeba: correlated, imbalanced factors like CelebA's; uniform: independent")
+
+    p = add_command(sub, "dsprites", cmd_dsprites, "render a random subset of the dSprites factor grid (procedural)",
+                    "facevae data dsprites data/dsprites --n 50000 --seed 0")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--n", type=int, default=50000, help="grid points, drawn uniformly (the full grid is 737,280)")
+    p.add_argument("--seed", type=int, default=0)
 
     p = add_command(sub, "fake-celeba", cmd_fake_celeba,
                     "write synthetic faces in CelebA's distributed layout (JPEGs + annotation files)",
@@ -95,6 +101,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     dataset = write_synthetic_packed(args.out, args.n, size=args.size, seed=args.seed, prior=args.prior)
     print(f"wrote {dataset}")
+    return 0
+
+
+def cmd_dsprites(args: argparse.Namespace) -> int:
+    from facevae.data.sprites import write_dsprites_packed
+
+    print(f"wrote {write_dsprites_packed(args.out, args.n, seed=args.seed)}")
     return 0
 
 

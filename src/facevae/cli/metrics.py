@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     add_group_argument(p, "whose posterior means are scored")
+    p.add_argument("--factors", choices=["uniform", "data"], default="uniform",
+                   help="uniform: fresh observations from independent factors (the metrics' assumption); data: the "
+                        "sampling metrics from the dataset's own prior, the array metrics on its test split")
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -38,7 +41,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if min(args.n, args.n_eval, args.batch_size) < 1:
         raise ValueError("--n, --n-eval and --batch-size must be at least 1")
     result = compute_disentanglement(args.run, args.metrics, n=args.n, n_eval=args.n_eval, seed=args.seed,
-                                     batch_size=args.batch_size, group=args.group)
+                                     batch_size=args.batch_size, group=args.group,
+                                     factors=args.factors)
     print(json.dumps(result, indent=2) if args.json else format_disentanglement(result))
     if not args.json:
         print(f"\nwritten: {args.run / 'metrics.json'} ('disentanglement')")

@@ -1,12 +1,14 @@
 """The disentanglement suite of a trained run, kept in its ``metrics.json`` under ``"disentanglement"``.
 
-Data with generative factors (synthetic faces) is scored against them:
-
-* β-VAE and FactorVAE scores by sampling: fresh faces are drawn from the prior the dataset was
-  rendered with and rendered by :class:`~facevae.data.synthetic.SyntheticFaces`, so every pair of
-  batches can share exactly one factor, as the definitions need;
-* MIG, DCI, SAP and modularity/explicitness on the codes of the run's test split against its
-  factors: the first rows fit the metrics' classifiers, the last ``n_eval`` rows score them.
+Data with generative factors (synthetic faces, procedural dSprites) is scored against them. By
+default (``factors="uniform"``) every metric sees fresh observations, rendered by the dataset's own
+renderer (:class:`~facevae.data.synthetic.SyntheticFaces`, :class:`~facevae.data.sprites.ProceduralDSprites`)
+from independent uniform factors, as the metrics' definitions assume: the β-VAE and FactorVAE scores
+by their pair and batch sampling (every pair of batches can share exactly one factor), MIG, DCI, SAP
+and modularity/explicitness on sampled codes. With ``factors="data"`` the sampling metrics draw from
+the prior the dataset was rendered with (the faces' CelebA-like prior is correlated) and the array
+metrics score the codes of the run's test split against its factors: the first rows fit the
+metrics' classifiers, the last ``n_eval`` rows score them.
 
 Data without factors (CelebA) gets the array metrics against its binary attributes as weak labels
 (:func:`facevae.metrics.weak_label_metrics`). Codes are posterior means. The sizes default to the
@@ -39,17 +41,29 @@ def parse_metric_names(metrics) -> list[str]:
     return names
 
 
+FACTOR_SOURCES = ("uniform", "data")
+
+
 def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 10000, n_eval: int = 5000,
-                            seed: int = 0, batch_size: int = 64, write: bool = True, group: str | None = None) -> dict:
+                            seed: int = 0, batch_size: int = 64, write: bool = True, group: str | None = None,
+                            factors: str = "uniform") -> dict:
     """The suite for the run at ``run_dir``; with ``write``, also stored in its metrics.json.
 
     Returns ``{"scores": {name: float in [0, 1], or None where undefined}, "labels": "factors" or
     "attributes", "settings": {...}}`` and, for weak labels, ``"attributes"``: the per-attribute rows
     of ``weak_label_metrics``. The codes are the posterior means of the latent ``group`` (default:
     the model's top group, the only one of a flat model); the settings say which.
+
+    ``factors``: "uniform" (default) scores every metric on fresh observations rendered from
+    independent, uniform factors, as the metrics' definitions assume and disentanglement_lib does;
+    "data" draws the sampling metrics' factors from the prior the dataset was rendered with (the
+    synthetic faces' CelebA-like prior is correlated) and scores the array metrics on the test split.
+    Data whose factors no built-in renderer made always uses its test split for the array metrics.
     """
     from facevae.training.rundir import open_run
 
+    if factors not in FACTOR_SOURCES:
+        raise ValueError(f"factors must be one of {', '.join(FACTOR_SOURCES)}, got {factors!r}")
     run = open_run(run_dir)
     group = run.group(group).name
     asked_all = isinstance(metrics, str) and metrics.strip() == "all"
@@ -57,13 +71,16 @@ def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 
     result = {"labels": "factors" if run.data.has_factors else "attributes", "scores": {},
               "settings": {"metrics": names, "n": int(n), "n_eval": int(n_eval), "seed": int(seed),
                            "batch_size": int(batch_size), "codes": "posterior mean", "group": group}}
-    sampling = [m for m in names if m in SAMPLING_METRICS]
-    if sampling:
-        scores = _sampling_scores(run, sampling, n, n_eval, seed, batch_size, group)
+    renderer = _renderer(run, factors) if run.data.has_factors else None
+    sampled = [m for m in names if m in SAMPLING_METRICS or (renderer is not None and factors == "uniform")]
+    if renderer is not None:
+        result["settings"]["factors"] = _factors_text(renderer, factors)
+    if sampled:
+        scores = _sampling_scores(run, renderer, sampled, n, n_eval, seed, batch_size, group)
         if "factor_vae_active_dims" in scores:  # a count, not a score
             result["settings"]["factor_vae_active_dims"] = int(scores.pop("factor_vae_active_dims"))
         result["scores"] |= scores
-    array = [m for m in names if m in ARRAY_METRICS]
+    array = [m for m in names if m in ARRAY_METRICS and m not in sampled]
     if array:
         scores, attributes = _array_scores(run, array, n, n_eval, group)
         result["scores"] |= scores
@@ -110,24 +127,44 @@ class _LabelledFaces:
         return self.faces.render(factors), attributes
 
 
-def renderer_of(packed):
-    """The SyntheticFaces renderer (size and prior) that made a packed synthetic dataset."""
+def renderer_of(packed, prior: str | None = None):
+    """The renderer that made a packed built-in dataset (synthetic faces, procedural dSprites), drawing factors
+    from ``prior`` ("uniform": independent; None: the prior the dataset was rendered with)."""
+    from facevae.data.sprites import DSPRITES_SOURCE, ProceduralDSprites
     from facevae.data.synthetic import SyntheticFaces
 
     meta = packed.meta
-    # write_synthetic_packed records the prior only in its preprocessing note.
-    match = re.search(r"prior=(\w+)", meta.preprocessing)
-    faces = SyntheticFaces(size=(meta.height, meta.width), prior=match.group(1) if match else "celeba")
-    if list(packed.factor_names) != faces.factor_names:
-        raise ValueError(f"{packed.root}: its factors are not the synthetic faces' ({', '.join(packed.factor_names)}); "
+    if meta.source == DSPRITES_SOURCE:
+        renderer = ProceduralDSprites(channels=3)  # dSprites' factors are independent whatever is asked
+    else:
+        # write_synthetic_packed records the prior only in its preprocessing note.
+        match = re.search(r"prior=(\w+)", meta.preprocessing)
+        renderer = SyntheticFaces(size=(meta.height, meta.width), prior=prior or (match.group(1) if match else "celeba"))
+    if list(packed.factor_names) != renderer.factor_names:
+        raise ValueError(f"{packed.root}: its factors are not the built-in renderers' ({', '.join(packed.factor_names)}); "
                          "the sampling metrics need a renderer for them")
-    return faces
+    return renderer
 
 
-def _sampling_scores(run, names, n, n_eval, seed, batch_size, group) -> dict:
+def _renderer(run, factors: str):
+    try:
+        return renderer_of(run.data.packed, "uniform" if factors == "uniform" else None)
+    except ValueError:
+        return None  # factors no built-in renderer made: the test split is all there is
+
+
+def _factors_text(renderer, factors: str) -> str:
+    if factors == "uniform":
+        return "independent uniform factors, rendered fresh"
+    prior = getattr(renderer, "prior", "uniform")
+    return f"the data's prior ({prior}) for the sampling metrics, the test split for the array metrics"
+
+
+def _sampling_scores(run, faces, names, n, n_eval, seed, batch_size, group) -> dict:
     from facevae.metrics.suite import ground_truth_metrics
 
-    faces = renderer_of(run.data.packed)
+    if faces is None:
+        raise ValueError(f"{run.root}: its factors are not the built-in renderers'; the sampling metrics need one")
     columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
     return ground_truth_metrics(_LabelledFaces(faces, columns), _encoder(run, group), seed, metrics=names,
                                 num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
@@ -182,6 +219,8 @@ def format_disentanglement(result: dict) -> str:
     group = result.get("settings", {}).get("group")
     if group:
         against += f" (posterior means of latent group {group})"
+    if result.get("settings", {}).get("factors"):
+        against += f"; factors: {result['settings']['factors']}"
     width = max(len(k) for k in result["scores"]) if result["scores"] else 6
     rows = [f"{'metric':<{width}}  score", f"{'-' * width}  -----"]
     for name, value in result["scores"].items():

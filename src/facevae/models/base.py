@@ -54,9 +54,11 @@ class VAEBase(nn.Module):
         """The observation model p(x | codes, c): ``log_prob(x)`` in nats per image, ``image()``, ``sample()``."""
         raise NotImplementedError
 
-    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None) -> dict:
+    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None,
+             step: int | None = None) -> dict:
         """Training objective and the terms to log (per-image means, nats): at least loss, recon, kl,
-        elbo and bits_per_dim, the last two the true bound (KL weight 1), comparable across runs."""
+        elbo and bits_per_dim, the last two the true bound (KL weight 1), comparable across runs.
+        ``step``: the optimiser step, for objectives with a schedule (None: evaluation)."""
         raise NotImplementedError
 
     def importance_log_likelihood(self, x: torch.Tensor, c: torch.Tensor | None = None, k: int = 100,

@@ -18,6 +18,7 @@ IMAGE_SIZES = (32, 64, 128)
 CONDITION_MODES = ("vector", "embedding")
 LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian")
 NORMS = ("batch", "group")
+LOSSES = ("beta", "tcvae", "capacity")
 # Beyond this the two linear layers around z dominate the model (and its checkpoints).
 LARGE_LATENT_DIM = 4096
 MIN_HVAE_TOP_SIZE = 2  # the top latent scale's side: 1x1 would leave its 5x5 convolutions nothing but padding
@@ -67,6 +68,15 @@ class ModelConfig:
     kl_warmup_steps: int = setting(0, "the KL weight ramps linearly from 0 to beta over these many steps (0: off)",
                                    at_least=0)
     norm: str = setting("batch", "batch (BatchNorm) or group (GroupNorm, independent of the batch)", choices=NORMS)
+    loss: str = setting("beta", "what the flat models add to the reconstruction: beta (beta·KL), tcvae "
+                             "(beta-TCVAE: beta weighs only the total correlation) or capacity (gamma·|KL - C|, "
+                             "C rising over training)", choices=LOSSES)
+    dataset_size: int = setting(0, "tcvae: training images, for the minibatch-weighted estimate of q(z) "
+                                "(0: taken from the data by facevae train)", at_least=0)
+    capacity_max: float = setting(25.0, "capacity: the KL target at the end of the annealing, nats (Burgess et al.)",
+                                  at_least=0)
+    capacity_steps: int = setting(100000, "capacity: steps over which the target rises from 0", at_least=0)
+    capacity_gamma: float = setting(1000.0, "capacity: weight of |KL - C|", above=0)
     hvae_groups: list[int] = setting([2, 2], "hvae: latent groups per scale, NVAE's order: the finest scale first "
                                      "(8,4,2 = 8 groups at the finest latent scale, 4 at the next, 2 at the top)",
                                      group="hierarchical model")
@@ -95,6 +105,9 @@ class ModelConfig:
         if not self.hvae_groups or min(self.hvae_groups) < 1:
             raise ValueError(f"--hvae-groups must be positive group counts per scale, e.g. 4,2; got {self.hvae_groups}")
         if self.model == "hvae":
+            if self.loss != "beta":
+                raise ValueError(f"--loss {self.loss} is for the flat models; hvae weighs its KL by beta "
+                                 "(with NVAE's KL balancing)")
             if self.channels != 3:
                 raise ValueError("--channels: hvae models RGB images (its likelihood mixes the three channels); got "
                                  f"{self.channels}")

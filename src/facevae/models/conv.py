@@ -20,6 +20,7 @@ from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
 from facevae.models.latents import LatentGroup, Latents, flat_groups
 from facevae.models.likelihoods import LOG_SCALE_FLOOR, DiscretizedGaussian, DiscretizedLogistic, bits_per_dim
+from facevae.models.objectives import regulariser
 
 # log σ² is clamped: exp() cannot overflow in the first steps, and a posterior no narrower than
 # e^-6 keeps importance weights q(z|x) bounded.
@@ -70,6 +71,7 @@ class ConvVAE(VAEBase):
 
     def __init__(self, config: ModelConfig, cond_dim: int = 0):
         super().__init__(config, config.latent_dim)
+        self.regulariser = regulariser(config)
         widths = level_widths(config.image_size, config.width)
         self._top = (widths[-1], 4, 4)
         features = widths[-1] * 16
@@ -118,28 +120,29 @@ class ConvVAE(VAEBase):
         z = posterior.rsample()  # reparameterisation: z = μ + σ·ε, differentiable in μ and σ
         return {"posterior": posterior, "z": z, "observation": self.decode(z, c)}
 
-    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None) -> dict:
+    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None,
+             step: int | None = None) -> dict:
         """Training objective and the terms to log (per-image means, nats).
 
-        loss = recon + kl_weight · Σ_d max(free_bits, batch-mean KL_d); kl_weight defaults to β.
-        elbo and bits_per_dim are the true bound (weight 1, no free bits), comparable across runs;
-        bits_per_dim is an upper bound on the discrete NLL (see importance_log_likelihood for a tighter one).
+        loss = recon + the objective's regulariser (objectives.py: β·KL with free bits by default,
+        β-TCVAE, capacity annealing); kl_weight defaults to β, ``step`` is the optimiser step (for
+        schedules). elbo and bits_per_dim are the true bound (weight 1, no free bits), comparable
+        across runs; bits_per_dim is an upper bound on the discrete NLL (see importance_log_likelihood).
         """
         out = self(x, c)
         recon = -out["observation"].log_prob(x)  # (B,)
         kl = kl_divergence(out["posterior"].base_dist, self.prior(x.shape[0]).base_dist)  # (B, D), analytic
-        kl_per_dim = kl.mean(0)
-        free_bits = self.config.free_bits
-        kl_term = (kl_per_dim.clamp(min=free_bits) if free_bits > 0 else kl_per_dim).sum()
         weight = self.config.effective_beta if kl_weight is None else kl_weight
+        term, parts = self.regulariser(out["posterior"], out["z"], kl, weight, step)
         elbo = -(recon + kl.sum(1)).mean()
         return {
-            "loss": recon.mean() + weight * kl_term,
+            "loss": recon.mean() + term,
             "recon": recon.mean(),
             "kl": kl.sum(1).mean(),
-            "kl_per_dim": kl_per_dim,
+            "kl_per_dim": kl.mean(0),
             "elbo": elbo,
             "bits_per_dim": bits_per_dim(elbo, self.num_dims),
+            **parts,
         }
 
     @torch.no_grad()

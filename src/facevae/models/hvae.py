@@ -285,7 +285,8 @@ class HVAE(VAEBase):
         params, records = self._top_down(x, c, sampled)
         return params, torch.stack([r[0] for r in records], 1), torch.stack([r[1] for r in records], 1).sum(1)
 
-    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None) -> dict:
+    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None,
+             step: int | None = None) -> dict:
         """recon + kl_weight · balanced KL (+ λ · spectral penalty while training); elbo and bits/dim are
         the true bound. kl_weight defaults to β; the KL warm-up ramps it (ModelConfig.kl_weight)."""
         params, kl_groups, _ = self._stochastic(x, c)

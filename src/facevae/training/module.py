@@ -45,7 +45,7 @@ class VAEModule(L.LightningModule):
         x, c = self._inputs(batch)
         training = stage == "train"
         kl_weight = self.run_config.model.kl_weight(self.global_step) if training else 1.0
-        terms = self.objective(x, c, kl_weight=kl_weight)
+        terms = self.objective(x, c, kl_weight=kl_weight, step=self.global_step if training else None)
         if training and not torch.isfinite(terms["loss"]):
             if self.guard is not None:
                 self.guard.accept(float("nan"))  # counted as a skipped update

@@ -150,6 +150,8 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
     datamodule = make_datamodule(config)
     if config.model.is_conditional and not config.model.condition_names:
         config.model.condition_names = datamodule.attribute_names
+    if config.model.loss == "tcvae" and not config.model.dataset_size:
+        config.model.dataset_size = len(datamodule.indices("train"))  # N of the minibatch-weighted estimate
     config.model.condition_index(datamodule.attribute_names)  # fails early on unknown attribute names
     if not launched_copy:
         config.save(run_dir / "config.yaml")
