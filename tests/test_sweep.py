@@ -191,3 +191,34 @@ def test_help_has_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and f"example:\n  facevae {command} " in capsys.readouterr().out
+
+
+def test_seeds_repeat_every_point_and_the_report_aggregates_them(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", str(tiny_data), "--out", str(out), "--param", "beta=1,4,16", "--seeds", "2",
+            "--metrics", "mig", "--objective", "mig", "--metric-n", "20", "--metric-n-eval", "5", *TRIAL]
+    assert main(argv) == 0
+    trials = trials_of(out)
+    assert sorted((t.params["beta"], t.params["seed"]) for t in trials) == [(b, s) for b in (1.0, 4.0, 16.0)
+                                                                             for s in (0, 1)]
+    weights = {}
+    for t in trials:
+        from safetensors.torch import load_file
+
+        weights[(t.params["beta"], t.params["seed"])] = load_file(str(Path(t.user_attrs["run_dir"]) / "model.safetensors"))
+    a, b = weights[(1.0, 0)], weights[(1.0, 1)]
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the seeds gave distinct runs
+    report = json.loads((out / "sweep_report.json").read_text())
+    choice = report["beta_choice"]
+    mig = {(t.params["beta"], t.params["seed"]): t.values[0] for t in trials}
+    means = {beta: (mig[(beta, 0)] + mig[(beta, 1)]) / 2 for beta in (1.0, 4.0, 16.0)}
+    (pick,) = choice["picks"].values()
+    assert pick["beta"] == max(means, key=means.get) and pick["seeds"] == 2
+    assert pick["mean"] == pytest.approx(means[pick["beta"]]) and "highest" in choice["rule"]
+    points = report["by_beta"]["mig"]["all trials"]
+    assert [p[0] for p in points] == [1.0, 4.0, 16.0] and all(p[3] == 2 for p in points)
+    assert points[0][2] == pytest.approx(abs(mig[(1.0, 0)] - mig[(1.0, 1)]) / 2 ** 0.5)  # the sample s.d. of two
+    page = (out / "sweep_report.html").read_text()
+    assert "Which β" in page and "Rule:" in page and "mean ± s.d." in page
+    assert main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "x"), "--param", "seed=0,1", "--seeds",
+                 "2", *TRIAL]) == 2

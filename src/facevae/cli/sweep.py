@@ -47,6 +47,10 @@ def register(subparsers) -> None:
     s.add_argument("--metric-n", type=int, default=10000, help="training points of the disentanglement objectives")
     s.add_argument("--metric-n-eval", type=int, default=5000, help="evaluation points of those objectives")
     s.add_argument("--sampler-seed", type=int, default=0)
+    s.add_argument("--seeds", type=int, default=1, help="repeat every point with this many training seeds "
+                   "(0, 1, ...): the report shows each figure's spread over them")
+    s.add_argument("--metrics", default="", help="disentanglement metrics every trial records beside the objectives "
+                   "(all, or some of beta_vae,factor_vae,mig,dci,sap,modularity), for the report")
     s.add_argument("--heartbeat-interval", type=int, default=60, help="seconds between a worker's heartbeats")
     s.add_argument("--grace-period", type=int, default=None, help="seconds without a heartbeat before a trial "
                    "counts as killed (default: twice the interval)")
@@ -64,11 +68,18 @@ def register(subparsers) -> None:
 
 def sweep_config_from_args(args: argparse.Namespace):
     from facevae.cli.train import settings_from_args
+    from facevae.metrics.run import parse_metric_names
     from facevae.sweeps.objectives import check_objectives
     from facevae.sweeps.search_space import base_settings, check_space, grid_size, parse_params
     from facevae.sweeps.study import SweepConfig
 
     space = parse_params(args.param)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1:
+        if "seed" in space:
+            raise ValueError("give the seeds either as --seeds N or as --param seed=..., not both")
+        space["seed"] = list(range(args.seeds))
     settings = settings_from_args(args)
     if not settings["data"]:
         raise ValueError("--data is needed: the packed dataset every trial trains on")
@@ -84,7 +95,8 @@ def sweep_config_from_args(args: argparse.Namespace):
         space=space, objectives=objectives, directions=[args.direction, args.direction2][: len(objectives)],
         trials=_trials(args, grid_size(space)), sampler=args.sampler, pruner=args.pruner, metric_n=args.metric_n,
         metric_n_eval=args.metric_n_eval, sampler_seed=args.sampler_seed, heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period, base=base, conditions=args.conditions)
+        grace_period=args.grace_period, base=base, conditions=args.conditions,
+        metrics=parse_metric_names(args.metrics) if args.metrics else [])
 
 
 def _storage_url(url: str | None, out: Path) -> str:

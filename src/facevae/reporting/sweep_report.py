@@ -1,23 +1,29 @@
 """``sweep-report``: the trials of a sweep, the objective against β and β_norm, the Pareto front, the best run.
 
-Writes into the sweep directory: ``sweep_report.json`` (every trial, the best, the Pareto front),
-``objective_vs_beta.png`` (each objective against β and against β_norm = β·M/N, one line per
-setting of the other swept parameters: the report's inverted U), ``pareto.png`` (two objectives)
-and ``sweep_report.html`` (all of it on one self-contained page, the best run linked).
+Writes into the sweep directory: ``sweep_report.json`` (every trial, the best, the Pareto front, the
+β the first objective picks), ``objective_vs_beta.png`` (each objective, and each metric the trials
+recorded, against β and against β_norm = β·M/N: the mean over seeds with one standard deviation, one
+line per setting of the other swept parameters: the report's inverted U), ``pareto.png`` (two
+objectives) and ``sweep_report.html`` (all of it on one self-contained page, the best run linked).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from facevae.sweeps.objectives import OBJECTIVES
 from facevae.sweeps.study import SweepConfig
 
 BETA_PARAMS = ("beta", "beta_norm")
+GROUPING_EXCLUDES = (*BETA_PARAMS, "seed")  # lines are drawn per setting of the rest; seeds are averaged
+METRIC_KEYS = {suite: key for key, suite in OBJECTIVES.values() if suite}  # suite metric → its headline score
 
 
 def trial_rows(config: SweepConfig) -> list[dict]:
@@ -32,8 +38,22 @@ def trial_rows(config: SweepConfig) -> list[dict]:
                      "beta": t.user_attrs.get("beta"), "beta_norm": t.user_attrs.get("beta_norm"),
                      "run_dir": t.user_attrs.get("run_dir"), "error": t.user_attrs.get("error"),
                      "duplicate_of": t.user_attrs.get("duplicate_of"), "retry_of": t.system_attrs.get("failed_trial"),
-                     "seconds": t.duration.total_seconds() if t.duration else None})
+                     "seconds": t.duration.total_seconds() if t.duration else None,
+                     "scores": _recorded_scores(t.user_attrs.get("run_dir"))})
     return rows
+
+
+def _recorded_scores(run_dir: str | None) -> dict:
+    """The disentanglement scores and test bits/dim a trial's run recorded in its metrics.json."""
+    path = Path(run_dir or "") / "metrics.json"
+    try:
+        data = json.loads(path.read_text()) if run_dir and path.is_file() else {}
+    except ValueError:
+        return {}
+    scores = dict((data.get("disentanglement") or {}).get("scores") or {})
+    if (data.get("test") or {}).get("test_bits_per_dim") is not None:
+        scores["test_bits_per_dim"] = data["test"]["test_bits_per_dim"]
+    return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
 
 def _complete(rows: list[dict]) -> list[dict]:
@@ -62,41 +82,85 @@ def best_trial(rows: list[dict], config: SweepConfig) -> dict | None:
 
 
 # --- figures ---------------------------------------------------------------------------------------------
-def _series(rows: list[dict], config: SweepConfig, x: str, objective: str) -> dict[str, list[tuple]]:
-    """Points (x, value) per setting of the swept parameters other than β."""
-    groups: dict[str, list[tuple]] = {}
+def quantities(rows: list[dict], config: SweepConfig) -> list[str]:
+    """What the β figure and table show: the objectives, then the metrics every trial recorded."""
+    recorded = [METRIC_KEYS[m] for m in config.metrics if m in METRIC_KEYS]
+    return list(dict.fromkeys([*config.objectives, *recorded]))
+
+
+def _value(row: dict, quantity: str):
+    return row["values"].get(quantity, row.get("scores", {}).get(quantity))
+
+
+def _series(rows: list[dict], x: str, quantity: str) -> dict[str, list[tuple]]:
+    """Per setting of the swept parameters other than β and the seed: (x, mean, s.d., seeds) over the seeds."""
+    groups: dict[str, dict[float, list[float]]] = {}
     for r in _complete(rows):
-        if r[x] is None or r["duplicate_of"] is not None:
+        value = _value(r, quantity)
+        if r[x] is None or r["duplicate_of"] is not None or value is None:
             continue
-        label = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in BETA_PARAMS) or "all trials"
-        groups.setdefault(label, []).append((r[x], r["values"][objective]))
-    return {label: sorted(points) for label, points in groups.items()}
+        label = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in GROUPING_EXCLUDES) or "all trials"
+        groups.setdefault(label, {}).setdefault(r[x], []).append(value)
+    return {label: [(xv, statistics.fmean(vs), statistics.stdev(vs) if len(vs) > 1 else 0.0, len(vs))
+                    for xv, vs in sorted(points.items())] for label, points in groups.items()}
 
 
 def beta_figure(rows: list[dict], config: SweepConfig, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    n = len(config.objectives)
-    fig = Figure(figsize=(11, 3.8 * n), layout="constrained")
-    axes = fig.subplots(n, 2, squeeze=False)
-    labels = {"beta": "β (weight of the KL term)", "beta_norm": "β_norm = β·M/N (M latent dims, N = 3·H·W)"}
-    for i, objective in enumerate(config.objectives):
+    shown = quantities(rows, config)
+    fig = Figure(figsize=(11, 3.4 * len(shown)), layout="constrained")
+    axes = fig.subplots(len(shown), 2, squeeze=False)
+    labels = {"beta": "β (weight of the KL term)", "beta_norm": "β_norm = β·M/N (M latent units, N = 3·H·W)"}
+    for i, quantity in enumerate(shown):
         for j, x in enumerate(BETA_PARAMS):
             ax = axes[i][j]
-            series = _series(rows, config, x, objective)
+            series = _series(rows, x, quantity)
             for k, (label, points) in enumerate(series.items()):
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, "o-", label=label if k < 10 else None)
+                xs, means, sds, _ = zip(*points)
+                ax.errorbar(xs, means, yerr=sds, fmt="o-", capsize=3, label=label if k < 10 else None)
             _log_x(ax, sorted({p[0] for s in series.values() for p in s}))
-            ax.set_title(f"{objective} against {'β' if x == 'beta' else 'β_norm'}")
+            ax.set_title(f"{quantity} against {'β' if x == 'beta' else 'β_norm'}")
             ax.set_xlabel(labels[x])
-            ax.set_ylabel(objective)
+            ax.set_ylabel(quantity)
             ax.grid(alpha=0.3)
             if len(series) > 1:
                 ax.legend(fontsize=7)
-    fig.suptitle(f"sweep {config.study}: objective against β ({len(_complete(rows))} complete trials)")
+    seeds = len(config.space.get("seed", [0]))
+    fig.suptitle(f"sweep {config.study}: against β ({len(_complete(rows))} complete trials; mean ± s.d. over "
+                 f"{seeds} seed{'s' if seeds > 1 else ''})")
     fig.savefig(path, dpi=100, facecolor="white")
     return path
+
+
+def beta_choice(rows: list[dict], config: SweepConfig) -> dict | None:
+    """The β the first objective picks, by the stated rule, per setting of the other swept parameters."""
+    objective, direction = config.objectives[0], config.directions[0]
+    series = _series(rows, "beta", objective)
+    if not series:
+        return None
+    rule = (f"the β whose mean {objective} over the seeds is the {'highest' if direction == 'maximize' else 'lowest'}"
+            "; the spread is one standard deviation over the seeds")
+    picks = {}
+    for label, points in series.items():
+        best = max(points, key=lambda p: _sign(direction) * p[1])
+        first = points[0]
+        picks[label] = {"beta": best[0], "mean": best[1], "sd": best[2], "seeds": best[3], "shape": _shape(points, direction),
+                        "smallest_beta": first[0], "margin_over_smallest": _sign(direction) * (best[1] - first[1]),
+                        "beats_smallest_by_two_spreads": _sign(direction) * (best[1] - first[1]) > 2 * max(best[2], first[2])
+                        if best is not first else False}
+    return {"objective": objective, "rule": rule, "picks": picks}
+
+
+def _shape(points: list[tuple], direction: str) -> str:
+    """An inverted U when the best β lies inside the range and both ends are worse (for a maximised objective)."""
+    if len(points) < 3:
+        return "too few β values to tell"
+    means = [_sign(direction) * p[1] for p in points]
+    best = means.index(max(means))
+    if 0 < best < len(means) - 1:
+        return "inverted U" if direction == "maximize" else "U"
+    return "best at the largest β" if best == len(means) - 1 else "best at the smallest β"
 
 
 def _log_x(ax, xs: list[float]) -> None:
@@ -142,7 +206,8 @@ def build_sweep_report(sweep_dir: str | os.PathLike) -> dict:
     files = {"figure": str(beta_figure(rows, config, root / "objective_vs_beta.png"))}
     report = {"study": config.study, "storage": config.storage, "objectives": config.objectives,
               "directions": config.directions, "space": config.space, "trials": rows,
-              "best": best, "files": files}
+              "best": best, "files": files, "beta_choice": beta_choice(rows, config),
+              "by_beta": {q: _series(rows, "beta", q) for q in quantities(rows, config)}}
     if len(config.objectives) == 2:
         files["pareto"] = str(pareto_figure(rows, config, root / "pareto.png"))
         report["pareto_front"] = [r["number"] for r in pareto_front(rows, config)]
@@ -178,9 +243,9 @@ def _write_html(report: dict, config: SweepConfig, root: Path, path: Path) -> No
                  f"{esc(', '.join(f'{k} = {v:.4g}' for k, v in best['values'].items()))}, run "
                  f"{_link(best['run_dir'], root)}</p>")
     sections = [Section("best", "Best run", best_html),
-                Section("trials", "Trials", html_table(header, rows, raw_columns=[len(header) - 2])),
-                Section("beta", "Objective against β and β_norm",
-                        img_tag(report["files"]["figure"], "objective against beta"))]
+                Section("choice", "Which β", _choice_html(report)),
+                Section("beta", "Against β and β_norm", img_tag(report["files"]["figure"], "objective against beta")),
+                Section("trials", "Trials", html_table(header, rows, raw_columns=[len(header) - 2]))]
     if "pareto" in report["files"]:
         sections.append(Section("pareto", "Pareto front", img_tag(report["files"]["pareto"], "Pareto front")))
     subtitle = (f"{', '.join(f'{o} ({d})' for o, d in zip(config.objectives, config.directions))} · "
@@ -188,6 +253,26 @@ def _write_html(report: dict, config: SweepConfig, root: Path, path: Path) -> No
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(render_page(f"facevae sweep — {config.study}", subtitle, sections))
     tmp.replace(path)
+
+
+def _choice_html(report: dict) -> str:
+    from facevae.reporting.html import esc, html_table, note
+
+    choice = report["beta_choice"]
+    if not choice:
+        return note("No complete trial has a β yet.")
+    body = f"<p>Rule: {esc(choice['rule'])}.</p>"
+    for label, pick in choice["picks"].items():
+        verdict = ("more than twice the spread" if pick["beats_smallest_by_two_spreads"]
+                   else "not by more than twice the spread")
+        body += (f"<p><b>{esc(label)}</b>: β = {pick['beta']:g} ({esc(choice['objective'])} {pick['mean']:.4g} ± "
+                 f"{pick['sd']:.2g} over {pick['seeds']} seed(s); shape: {esc(pick['shape'])}); it beats the smallest "
+                 f"β = {pick['smallest_beta']:g} by {pick['margin_over_smallest']:.3g}, {verdict}.</p>")
+    for quantity, series in report["by_beta"].items():
+        rows = [(label, f"{x:g}", f"{mean:.4g} ± {sd:.2g}", n) for label, points in series.items()
+                for x, mean, sd, n in points]
+        body += f"<h3>{esc(quantity)}</h3>" + html_table(["setting", "β", "mean ± s.d.", "seeds"], rows)
+    return body
 
 
 def _note(row: dict) -> str:

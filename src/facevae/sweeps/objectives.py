@@ -29,11 +29,12 @@ def check_objectives(names: list[str]) -> list[str]:
 
 
 def objective_values(run_dir: str | Path, metrics: dict, names: list[str], n: int, n_eval: int,
-                     seed: int = 0) -> list[float]:
-    """The objectives of a finished run; the suite (stored in its metrics.json) only when one needs it."""
+                     seed: int = 0, extra: list[str] = ()) -> list[float]:
+    """The objectives of a finished run; the suite (stored in its metrics.json) only when one needs it, with the
+    ``extra`` suite metrics the sweep report shows beside them."""
     from facevae.metrics.run import compute_disentanglement
 
-    suite = [OBJECTIVES[o][1] for o in names if OBJECTIVES[o][1]]
+    suite = list(dict.fromkeys([OBJECTIVES[o][1] for o in names if OBJECTIVES[o][1]] + list(extra)))
     scores = dict(metrics.get("test", {}), best_val_elbo=metrics.get("best_val_elbo"))
     if suite:
         scores |= compute_disentanglement(run_dir, suite, n=n, n_eval=n_eval, seed=seed)["scores"]

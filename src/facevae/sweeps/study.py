@@ -48,6 +48,7 @@ class SweepConfig:
     grace_period: int | None = None
     base: dict = field(default_factory=dict)  # the base settings, {"model": ..., "train": ...} (see base_settings)
     conditions: str = "all"  # --conditions of the trials whose model is conditional
+    metrics: list[str] = field(default_factory=list)  # suite metrics every trial records beside the objectives
 
     def save(self) -> Path:
         from facevae.common.files import write_json_atomic
@@ -140,7 +141,8 @@ def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> 
     # Multi-objective studies cannot prune (Optuna refuses intermediate values there).
     callbacks = [ReportValidationElbo(trial)] if len(config.objectives) == 1 else []
     metrics = train(run_config, callbacks=callbacks)
-    return objective_values(run_dir, metrics, config.objectives, config.metric_n, config.metric_n_eval)
+    return objective_values(run_dir, metrics, config.objectives, config.metric_n, config.metric_n_eval,
+                            extra=config.metrics)
 
 
 def _value(values):
