@@ -77,8 +77,8 @@ def test_non_finite_loss_stops_with_a_message_and_never_reaches_a_checkpoint(dat
     real = ConvVAE.loss
     calls = {"n": 0}
 
-    def poisoned(self, x, c=None, kl_weight=None):
-        terms = real(self, x, c, kl_weight)
+    def poisoned(self, x, c=None, kl_weight=None, step=None):
+        terms = real(self, x, c, kl_weight, step)
         if self.training:
             calls["n"] += 1
             if calls["n"] >= 9:  # in the second epoch, after one good validation
@@ -396,8 +396,8 @@ def test_with_skip_updates_a_few_non_finite_losses_are_skipped_and_counted(data,
 
     real, calls = ConvVAE.loss, {"n": 0}
 
-    def sometimes_nan(self, x, c=None, kl_weight=None):
-        terms = real(self, x, c, kl_weight)
+    def sometimes_nan(self, x, c=None, kl_weight=None, step=None):
+        terms = real(self, x, c, kl_weight, step)
         if self.training:
             calls["n"] += 1
             if calls["n"] in (3, 8):
