@@ -262,12 +262,13 @@ def test_edit_image_file_is_prepared_like_the_dataset(cvae, tmp_path, capsys):
     x, _, rows = run.test_batch(1)
     picture = tmp_path / "face.png"
     Image.fromarray(np.asarray(run.data.packed.images[rows[0]])).save(picture)
-    loaded = load_image(run, picture)
-    assert loaded.shape == x.shape
+    loaded, framing = load_image(run, picture, align=False)  # the face detector would re-frame it
+    assert loaded.shape == x.shape and framing["face_found"] is False
     assert (loaded - x).abs().max() < 2 / 255  # same crop and resize as the packed image went through
     assert main(["edit", str(cvae), "--image", str(picture), "--set", "Bangs=1", "--given", "Male=0"]) == 0
     result = json.loads((cvae / "analysis" / "edit_face_Bangs1.json").read_text())
     assert result["source"]["image"] == str(picture) and result["source"]["given"] == {"Male": 0}
+    assert isinstance(result["source"]["face_found"], bool) and result["source"]["alignment"]
     assert result["changes"][0]["before"] is None  # unknown for a picture
     assert result["condition_before"][result["condition_names"].index("Male")] == 0
     assert_png(result["png"], min_width=600, min_height=250)

@@ -3,9 +3,10 @@
 ``edit(run, index=17, settings={"Smiling": 1, "Bangs": 0})`` or ``edit(run, image="me.jpg", ...)``.
 
 The face: ``index`` is a position in the run's test split (0 = its first image, whose attributes
-are then known); ``image`` is a picture file, centre-cropped and resized exactly as the dataset's
-preparation did (:func:`facevae.data.prepare.decode_face`, with the crop the dataset was made
-with), then resized to the model's image size. Its attributes are unknown: for a conditional
+are then known); ``image`` is a picture file, aligned like CelebA's faces where a face is found in it (five
+landmarks warped to CelebA's template, :mod:`facevae.data.align`) and centre-cropped where not,
+then cropped and resized exactly as the dataset's preparation did (:func:`facevae.data.prepare.decode_face`,
+with the crop the dataset was made with), then resized to the model's image size. Its attributes are unknown: for a conditional
 model its condition is the most common value of each attribute in the training split, corrected
 by ``given`` ({"Male": 1}) where the user knows better.
 
@@ -30,7 +31,7 @@ and/or c + t·(c' − c) (conditions between 0 and 1 interpolate, in both condit
 
 Writes ``RUN/analysis/edit_<test17|file stem>_<Smiling1_Bangs0>.png`` and ``.json``::
 
-    {"source": {"index": 17, "row": 123, "image_id": ...} | {"image": "me.jpg"},
+    {"source": {"index": 17, "row": 123, "image_id": ...} | {"image": "me.jpg", "face_found": true, "alignment": ...},
      "settings": {...}, "changes": [{"attribute": "Smiling", "before": 0 | null, "after": 1,
        "method": "condition" | "latent direction", "direction_norm": 1.3, "split": "test",
        "class_counts": [n0, n1], "projection_before": ..., "projection_target": ..., "alpha": ...}],
@@ -50,7 +51,8 @@ import torch
 from facevae.analysis.sample import check_settings, settings_slug
 from facevae.analysis.shared import as_run, image_id, run_label, write_result
 from facevae.common.grids import abbreviate_attribute, save_comparison_grid
-from facevae.data.prepare import CELEBA_CROP, decode_face
+from facevae.data.align import PictureError, align_face
+from facevae.data.prepare import CELEBA_CROP
 from facevae.training.rundir import Run
 
 DIFF_GAIN = 4.0  # the difference row is |change| × this, so small edits are visible
@@ -63,8 +65,10 @@ def dataset_crop(run: Run) -> int:
     return int(found.group(1)) if found else CELEBA_CROP
 
 
-def load_image(run: Run, path: str | Path) -> torch.Tensor:
-    """A picture file as the model sees the data: (1, 3, S, S) float in [0, 1]."""
+def load_image(run: Run, path: str | Path, align: bool = True) -> tuple[torch.Tensor, dict]:
+    """A picture file as the model sees the data: (1, 3, S, S) float in [0, 1], and how it was framed
+    (``face_found``, ``alignment``): aligned to CelebA's five-point template where a face is found, centre-
+    cropped otherwise, then cropped and resized as the dataset was (:mod:`facevae.data.align`)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -72,12 +76,12 @@ def load_image(run: Run, path: str | Path) -> torch.Tensor:
         raise ValueError(f"{path}: not a file")
     meta = run.data.packed.meta
     try:
-        face = decode_face(path.read_bytes(), meta.height, crop=dataset_crop(run))
-    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
-        raise ValueError(f"{path}: not an image that can be read ({type(exc).__name__})") from None
-    x = torch.from_numpy(np.array(face)).permute(2, 0, 1)[None]  # a writable copy
+        face = align_face(path.read_bytes(), meta.height, crop=dataset_crop(run), align=align)
+    except PictureError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    x = torch.from_numpy(np.array(face.image)).permute(2, 0, 1)[None]  # a writable copy
     x, _ = run.data.prepare_batch((x, torch.zeros(1, 0)), train=False)
-    return x
+    return x, face.describe()
 
 
 def face_of(run: Run, image: str | Path | None = None, index: int | None = None,
@@ -94,9 +98,9 @@ def face_of(run: Run, image: str | Path | None = None, index: int | None = None,
         source = {"index": int(index), "row": int(rows[0]), "image_id": image_id(run, int(rows[0]))}
         known = True
     else:
-        x = load_image(run, image)
+        x, framing = load_image(run, image)
         y = None
-        source = {"image": str(image)}
+        source = {"image": str(image), **framing}
         known = False
     if y is None and (run.conditional or given):
         # a picture's attributes are unknown: the training split's most common values, then what the user says
