@@ -111,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facevae.recognition.train import resume_classifier, train_classifier
 
     if args.resume is not None:
-        metrics = resume_classifier(args.resume, progress=args.progress)
+        metrics = resume_classifier(args.resume, progress=args.progress, verbose=args.verbose)
         run_dir = args.resume
     else:
         config = config_from_args(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def sweep_config_from_args(args: argparse.Namespace):
     from facevae.metrics.run import parse_metric_names
     from facevae.sweeps.objectives import check_objectives
     from facevae.sweeps.search_space import base_settings, check_space, grid_size, parse_params
+    from facevae.sweeps.storage import check_storage_url
     from facevae.sweeps.study import SweepConfig
+    from facevae.training.run import check_accelerator
 
     space = parse_params(args.param)
     if args.seeds < 1:
@@ -87,9 +90,11 @@ def sweep_config_from_args(args: argparse.Namespace):
     # Several workers' progress bars would interleave on one terminal.
     settings["progress"] = settings["progress"] and args.workers == 1
     base = base_settings(settings)
+    check_accelerator(settings["accelerator"], settings["devices"])
     for warning in check_space(space, base, args.conditions):
         print(f"facevae: warning: {warning}", file=sys.stderr)
     out = args.out.resolve()
+    check_storage_url(_storage_url(args.storage, out))
     return SweepConfig(
         out=str(out), storage=_storage_url(args.storage, out), study=args.study or out.name,
         space=space, objectives=objectives, directions=[args.direction, args.direction2][: len(objectives)],
@@ -123,6 +128,7 @@ def _trials(args: argparse.Namespace, size: int) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from facevae.common.signals import Interrupted, signal_name, sigterm_as_interrupt
     from facevae.reporting.sweep_report import build_sweep_report, format_trials
     from facevae.sweeps.study import run_sweep
 
@@ -131,7 +137,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
     print(f"sweep {config.study!r}: {config.trials} trials over {', '.join(config.space)} "
           f"({config.sampler}), storage {config.storage}", flush=True)
-    run_sweep(config, workers=args.workers)
+    try:
+        with sigterm_as_interrupt():  # a worker here stops at the next batch, its trial's point queued again
+            run_sweep(config, workers=args.workers)
+    except KeyboardInterrupt as exc:  # also Interrupted (SIGTERM): a stop, not an error
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise Interrupted(signum, f"sweep {config.study!r} stopped by {signal_name(signum)}; the points of the trials "
+                          "it was training are queued again: run the same command to continue") from None
     report = build_sweep_report(config.out)
     print(format_trials(report))
     print(f"report: {report['files']['html']}")

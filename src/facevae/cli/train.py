@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -67,22 +68,27 @@ def run_config_from_args(args: argparse.Namespace):
     if not settings["data"] or not settings["run_dir"]:
         raise ValueError("--data and --run-dir are needed (or --resume RUN)")
     config = RunConfig.from_settings(settings, args.conditions)
-    warning = config.model.size_warning()
-    if warning:
+    for warning in config.warnings():
         print(f"facevae: warning: {warning}", file=sys.stderr)
     return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from facevae.training.run import resume, train
+    from facevae.common.signals import sigterm_as_interrupt
+    from facevae.training.run import TrainingInterrupted, resume, train
 
-    if args.resume is not None:
-        metrics = resume(args.resume, progress=args.progress)
-        run_dir = args.resume
-    else:
-        config = run_config_from_args(args)
-        metrics = train(config)
-        run_dir = config.train.run_dir
+    run_dir = args.resume if args.resume is not None else Path(args.run_dir or ".")
+    try:
+        with sigterm_as_interrupt():  # outside Lightning's fit too: a stop that says how to go on
+            if args.resume is not None:
+                metrics = resume(args.resume, progress=args.progress, verbose=args.verbose)
+            else:
+                config = run_config_from_args(args)
+                metrics = train(config)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM, before or after Lightning's fit
+        raise TrainingInterrupted(getattr(exc, "signum", signal.SIGINT), run_dir) from None
     if metrics:
         test = metrics.get("test", {})
         print(json.dumps({"best_epoch": metrics.get("best_epoch"), "best_val_elbo": metrics.get("best_val_elbo"),

@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from facevae.common.files import atomic_path, make_dir  # noqa: E402
+
 DPI = 100
 CELL_PIXELS = 128  # smallest side of a displayed image cell
 CAPTION_FONTSIZE = 7.0
@@ -208,10 +210,17 @@ def image_grid(images, nrow: int = 8, labels: Sequence[str] | None = None, title
 def save_labelled_grid(images, path: str | os.PathLike, ncol: int = 8, labels: Sequence[str] | None = None,
                        title: str | None = None, scale: int | None = None) -> Path:
     """Save :func:`image_grid` as a PNG at ``path``; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = image_grid(images, nrow=ncol, labels=labels, title=title, scale=scale)
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    return save_figure(fig, path, dpi=DPI, facecolor="white")
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """``fig.savefig`` through a temporary file and a rename (see facevae.common.files): a full disk or a
+    read-only folder is a one-line FileWriteError naming ``path``, and never leaves half a PNG."""
+    path = Path(path)
+    make_dir(path.parent)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
     return path
 
 
@@ -270,7 +279,4 @@ def save_comparison_grid(rows: Sequence, row_labels: Sequence[str], path: str | 
             ax = fig.add_axes((left / fig_w, (top - cell_h) / fig_h, cell_w / fig_w, cell_h / fig_h))
             ax.imshow(batch[c], interpolation="nearest")
             ax.set_axis_off()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
+    return save_figure(fig, path, dpi=DPI, facecolor="white")

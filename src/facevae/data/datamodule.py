@@ -400,6 +400,11 @@ class PackedDataModule(L.LightningDataModule):
             ds = self.dataset(part)
             if part == "train" and len(ds) == 0:
                 raise DatasetError(f"{self.data_dir}: split {self.split!r} has no training images")
+            if part == "valid" and stage == "fit" and len(ds) == 0:
+                # Early stopping and best.ckpt are chosen on the validation ELBO: a run without one has no model.
+                raise DatasetError(f"{self.data_dir}: split {self.split!r} has no validation images "
+                                   f"({len(self.packed):,} images in all); use more images, or store a split "
+                                   "with a validation part (`facevae data split DATA --ratios ...`)")
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -195,7 +195,22 @@ class PackedDataset:
         if not path.is_file():
             available = ", ".join(self.split_names()) or "none"
             raise DatasetError(f"{self.root}: no split named {name!r} (available: {available})")
-        return np.load(path)
+        return self._checked_split(path, name)
+
+    def _checked_split(self, path: Path, name: str) -> np.ndarray:
+        """The stored split at ``path``, which must assign every row of the dataset: one cut short (or made
+        for another dataset) would otherwise train on a part of the data without a word."""
+        fix = f"store it again with `facevae data split {self.root} --name {name} --strategy ...`"
+        try:
+            assignment = np.load(path)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DatasetError(f"{path}: damaged, cannot be read ({exc}); {fix}") from None
+        if assignment.shape != (len(self),):
+            raise DatasetError(f"{path}: holds {assignment.size:,} entries, the dataset has {len(self):,} images "
+                               f"(cut short, or made for another dataset); {fix}")
+        if not np.isin(assignment, (-1, 0, 1, 2)).all():
+            raise DatasetError(f"{path}: holds values other than 0 (train), 1 (valid), 2 (test), -1 (unused); {fix}")
+        return assignment
 
     def split_report(self, name: str) -> dict | None:
         path = self.root / "splits" / f"{name}.json"

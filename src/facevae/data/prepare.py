@@ -69,11 +69,58 @@ def decode_face(data: bytes, size: int, crop: int = CELEBA_CROP, fast: bool = Tr
         side = min(crop, width, height)
         if fast:
             img.draft("RGB", (math.ceil(width * size / side), math.ceil(height * size / side)))
-        rgb = img.convert("RGB")
+        rgb = to_rgb(img)
     sx, sy = rgb.width / width, rgb.height / height
     left, top = round((width - side) / 2), round((height - side) / 2)  # torchvision's CenterCrop
     box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
     return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR, box=box))
+
+
+# What a transparent pixel shows: the page a cut-out face would be seen on.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of an image in any mode Pillow reads, its tones kept.
+
+    ``Image.convert("RGB")`` clips wider samples to 255 instead of scaling them, so a mid-grey 16-bit
+    PNG (I;16, 32768) comes out white; here 16-bit and 32-bit integer samples and floats are scaled
+    (see :func:`_samples_to_uint8`). Transparent pixels (LA, PA, RGBA, P or L or RGB with a
+    transparency key) are laid over TRANSPARENT_BACKGROUND instead of showing whatever colour they
+    hold; every other mode (1, L, P, CMYK, YCbCr, ...) goes through Pillow's own conversion.
+    """
+    mode = img.mode
+    if mode.startswith("I") or mode.startswith("F"):
+        gray = _samples_to_uint8(np.asarray(img), mode)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
+    if mode == "RGB" and "transparency" not in img.info:
+        return img.copy()  # as convert would: the caller may close ``img`` (its file) before using the result
+    if "A" in mode or "a" in mode or "transparency" in img.info:
+        page = Image.new("RGBA", img.size, (*TRANSPARENT_BACKGROUND, 255))
+        return Image.alpha_composite(page, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")
+
+
+def _samples_to_uint8(samples: np.ndarray, mode: str) -> np.ndarray:
+    """One channel of 16-bit (I;16*), 32-bit integer (I) or float (F) samples as uint8, 0 → 0 and full scale → 255.
+
+    Full scale is 65535 for I;16 and for an I image whose values fit in 16 bits (16-bit PGM and TIFF
+    open as I); a float image is taken as [0, 1] when it fits there, else as [0, 255], else as 16-bit;
+    values beyond all of those (or negative) are stretched from their minimum to their maximum.
+    """
+    values = np.nan_to_num(samples.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        full = 65535.0
+    elif mode.startswith("F") and low >= 0 and high <= 1:
+        full = 1.0
+    elif mode.startswith("F") and low >= 0 and high <= 255:
+        full = 255.0
+    elif low >= 0 and high <= 65535:
+        full = 65535.0
+    else:
+        values, full = values - low, max(high - low, 1e-12)
+    return np.clip(np.round(values * (255.0 / full)), 0, 255).astype(np.uint8)
 
 
 # --- worker side ----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ MARGIN = 16  # the sprite's centre stays this far from the border (positions 0..
 HALF_SIDE = 10.0  # a square of scale 1 is about 20 px wide, as in the published images
 ELLIPSE_ASPECT = 0.5
 DSPRITES_SOURCE = "procedural-dsprites"
-SUBSAMPLES = 2  # per axis: a pixel is on when most of its sub-samples fall inside the sprite
+SUBSAMPLES = 1  # per axis: a pixel is on when its centre (most of its sub-samples) falls inside the sprite
 
 
 def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ standard ones (10,000 training and 5,000 evaluation points); smaller ``n`` is fo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -60,11 +59,17 @@ def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 
     synthetic faces' CelebA-like prior is correlated) and scores the array metrics on the test split.
     Data whose factors no built-in renderer made always uses its test split for the array metrics.
     """
-    from facevae.training.rundir import open_run
+    from facevae.common.files import check_writable
+    from facevae.training.callbacks import read_metrics
+    from facevae.training.rundir import READ_ONLY_FIX, open_run
 
     if factors not in FACTOR_SOURCES:
         raise ValueError(f"factors must be one of {', '.join(FACTOR_SOURCES)}, got {factors!r}")
     run = open_run(run_dir)
+    if write:  # the result goes into metrics.json: find out now, not after minutes of work, that it cannot
+        if (run.root / "metrics.json").is_file():
+            read_metrics(run.root / "metrics.json")
+        check_writable(run.root / "metrics.json", fix=READ_ONLY_FIX)
     group = run.group(group).name
     asked_all = isinstance(metrics, str) and metrics.strip() == "all"
     names = _applicable(parse_metric_names(metrics), run.data.has_factors, asked_all)
@@ -105,8 +110,9 @@ def _applicable(names: list[str], has_factors: bool, asked_all: bool) -> list[st
 
 def _store(path: Path, result: dict) -> None:
     from facevae.common.files import write_json_atomic
+    from facevae.training.callbacks import read_metrics
 
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = read_metrics(path) if path.is_file() else {}
     data["disentanglement"] = result
     write_json_atomic(path, data)
 

@@ -30,8 +30,17 @@ from facevae.recognition.config import ClassifierConfig
 from facevae.recognition.data import ClassifierDataModule
 from facevae.recognition.module import ClassifierModule
 from facevae.training.callbacks import MetricsFile
-from facevae.training.checkpoints import export_weights, read_exported, safe_load
-from facevae.training.run import claim_run_dir, lightning_trainer
+from facevae.training.checkpoints import export_weights, read_exported
+from facevae.training.console import lightning_quiet
+from facevae.training.run import (
+    best_model,
+    check_accelerator,
+    check_resumable,
+    claim_run_dir,
+    fit,
+    holding_run_dir,
+    lightning_trainer,
+)
 
 
 def resolve_config(config: ClassifierConfig) -> ClassifierConfig:
@@ -65,7 +74,8 @@ def make_datamodule(config: ClassifierConfig) -> ClassifierDataModule:
 def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
     """Fit, keep the best checkpoint, export it, evaluate it (unless ``config.evaluate`` is off)."""
     run_dir = Path(config.run_dir)
-    last_ckpt, launched_copy = claim_run_dir(run_dir, resume)
+    check_accelerator(config.accelerator, config.devices)
+    claim_run_dir(run_dir, resume)
     config = resolve_config(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
@@ -75,29 +85,31 @@ def train_classifier(config: ClassifierConfig, resume: bool = False) -> dict:
     if not resume and config.weights != "none":
         # Before the run directory exists: a download that fails or a file that does not fit leaves nothing behind.
         weights_info = module.model.load_backbone_weights(config.weights)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not launched_copy and not resume:
-        config.save(run_dir / "config.yaml")
+    with holding_run_dir(run_dir, resume, what="training a classifier") as (last_ckpt, launched_copy):
+        if resume:
+            check_resumable(run_dir)
+        if not launched_copy and not resume:
+            config.save(run_dir / "config.yaml")
+        return _fit_and_export(config, module, datamodule, weights_info, last_ckpt if resume else None)
+
+
+def _fit_and_export(config: ClassifierConfig, module: ClassifierModule, datamodule, weights_info: dict | None,
+                    resume_from: Path | None) -> dict:
+    run_dir = Path(config.run_dir)
     metrics = MetricsFile(run_dir / "metrics.json")
     if weights_info is not None:
         metrics.update(weights={k: v for k, v in weights_info.items() if k != "head_initialised"})
-    trainer = lightning_trainer(config, run_dir, "val_loss", "min", [metrics], num_sanity_val_steps=0)
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    with lightning_quiet(config.verbose), warnings.catch_warnings():
+        trainer = lightning_trainer(config, run_dir, "val_loss", "min", [metrics], num_sanity_val_steps=0)
         warnings.filterwarnings("ignore", message=".*upsample_bilinear2d_backward_out_cuda.*")
         # The head-only stage puts the frozen batch-norm layers in eval mode on purpose.
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt if resume else None)
+        fit(trainer, module, datamodule, resume_from, run_dir, command="facevae classify train")
     if not trainer.is_global_zero:
         return {}
     seconds = time.perf_counter() - started
-    best_path = run_dir / "checkpoints" / "best.ckpt"
-    if not best_path.is_file():
-        raise RunError(f"{run_dir}: training ended without a finite validation loss; no model to export")
-    state = safe_load(best_path)["state_dict"]
-    model = module.model
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    model = best_model(module, run_dir, "finite validation loss")
     export(model, run_dir, config.attributes)
     epochs = metrics.data.get("epochs", [])
     losses = [e["val_loss"] for e in epochs if e.get("val_loss") is not None]

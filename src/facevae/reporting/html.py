@@ -45,8 +45,10 @@ from typing import Callable, Sequence
 import yaml
 
 from facevae.analysis.dims import KL_THRESHOLD, shown_dims, target_notes, target_rows
-from facevae.common.errors import RunError
+from facevae.common.errors import FileWriteError, RunError
+from facevae.common.files import make_dir, write_failure, write_text_atomic
 from facevae.models.config import ModelConfig
+from facevae.training.callbacks import read_metrics
 
 
 # --- building blocks ---------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class ReportContext:
     def metrics(self) -> dict | None:
         if "metrics" not in self._cache:
             path = self.root / "metrics.json"
-            self._cache["metrics"] = json.loads(path.read_text()) if path.is_file() else None
+            self._cache["metrics"] = read_metrics(path) if path.is_file() else None
         return self._cache["metrics"]
 
     @property
@@ -225,6 +227,14 @@ class ReportContext:
             self.log(f"report: computing {name} ...")
             try:
                 result = func(self.run)
+            except FileWriteError:
+                raise  # the page could not be written either
+            except OSError as exc:
+                failure = write_failure(exc.filename or self.analysis_dir, exc)
+                if failure is not None:
+                    raise failure from None
+                self.problems[name] = f"{type(exc).__name__}: {exc}"
+                self.log(f"report: {name} failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - one failed analysis must not sink the page
                 if os.environ.get("FACEVAE_DEBUG"):
                     raise
@@ -681,13 +691,14 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     from facevae import __version__
 
     root = Path(run_dir)
-    if not (root / "config.yaml").is_file():
-        raise RunError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
+    check_run_files(root, generate)
     ctx = ReportContext(root, generate=generate, regenerate=regenerate, log=log)
     built: list[Section] = []
     for builder in (SECTIONS if sections is None else sections):
         try:
             section = builder(ctx)
+        except FileWriteError:
+            raise  # the page could not be written either
         except Exception as exc:  # noqa: BLE001 - a broken section becomes a note, not a lost report
             if os.environ.get("FACEVAE_DEBUG"):
                 raise
@@ -707,8 +718,20 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
               "self-contained: every figure is embedded in this file.")
     page = render_page(title, subtitle, built, footer)
     path = Path(out) if out is not None else root / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    make_dir(path.parent)
+    return write_text_atomic(path, page, fix="give --out a writable place")
+
+
+def check_run_files(root: Path, generate: bool) -> None:
+    """A one-line RunError, before anything is computed, for a run directory whose files are damaged: the
+    sections would each fail on it, and the page would hide why."""
+    from facevae.training.config import RunConfig
+    from facevae.training.run import load
+
+    if not (root / "config.yaml").is_file():
+        raise RunError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
+    RunConfig.load(root / "config.yaml")
+    if (root / "metrics.json").is_file():
+        read_metrics(root / "metrics.json")
+    if generate and (root / "model.safetensors").is_file():
+        load(root)

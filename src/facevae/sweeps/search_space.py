@@ -107,14 +107,14 @@ def trial_config(base: dict, params: dict, conditions: str, run_dir):
 
 def check_space(space: dict[str, list], base: dict, conditions: str, limit: int = 10000) -> list[str]:
     """Fails, naming the combination, on a point ``facevae train`` would refuse (e.g. betavae with β = 1);
-    returns the warnings of the points (e.g. a latent size that makes huge checkpoints), each once."""
+    returns the warnings of the points (e.g. a latent size that makes huge checkpoints, images upsampled from
+    smaller data), each once."""
     warnings = set()
     for params in itertools.islice(grid(space), limit):
         try:
-            warning = trial_config(base, params, conditions, "unused").model.size_warning()
+            found = trial_config(base, params, conditions, "unused").warnings()
         except ValueError as exc:
             point = ", ".join(f"{k}={v}" for k, v in params.items())
             raise ValueError(f"the sweep point {point} is not a valid run: {exc}") from None
-        if warning:
-            warnings.add(warning)
+        warnings.update(found)
     return sorted(warnings)

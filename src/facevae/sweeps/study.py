@@ -10,11 +10,9 @@ finished run with the objective(s).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import socket
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -155,19 +153,16 @@ def _finished_twin(study: optuna.Study, params: dict):
 
 
 # --- workers ---------------------------------------------------------------------------------------------
-def run_worker(config: SweepConfig, worker: int = 0) -> None:
-    """Runs trials of the study until its budget is used up."""
-    from optuna.storages import fail_stale_trials
+def run_worker(config: SweepConfig, worker: int = 0, workers_here: int = 1) -> None:
+    """Runs trials of the study until its budget is used up (``workers_here``: the workers on this machine,
+    which share its cores)."""
+    from facevae.common.threads import share_cores
 
-    study = open_study(config, worker)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        fail_stale_trials(study)  # a worker killed earlier left its trial RUNNING
-    if budget.budget_left(study, config.trials) == 0:
-        print(f"[worker {worker}] study {config.study!r} has its {config.trials} trials", flush=True)
-        return
-    study.optimize(lambda trial: run_trial(trial, config), catch=(Exception,), gc_after_trial=True,
-                   callbacks=[_Progress(config, worker)])
+    if workers_here > 1:  # one worker keeps the process's own setting (OMP_NUM_THREADS, or every core)
+        share_cores(workers_here)
+    from facevae.sweeps.workers import work_on
+
+    work_on(open_study(config, worker), config, worker)
 
 
 class _Progress:
@@ -194,14 +189,11 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     if workers == 1:
         run_worker(config)
         return study
-    # spawn: a forked copy of a process that has touched torch or the database is not safe.
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(config, w), name=f"sweep-worker-{w}") for w in range(workers)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join()
-    failed = [p.name for p in processes if p.exitcode]
+    from facevae.sweeps.workers import run_worker_processes
+
+    failed = run_worker_processes(config, workers)
     if failed:
-        print(f"facevae sweep: {', '.join(failed)} stopped with an error; rerun the command to finish", file=sys.stderr)
+        done = budget.finished(study) >= config.trials  # the others retried what the failed ones left
+        print(f"facevae sweep: {', '.join(failed)} stopped with an error; "
+              + ("the other workers finished the study" if done else "rerun the command to finish"), file=sys.stderr)
     return study

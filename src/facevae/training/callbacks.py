@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from facevae.common.files import write_json_atomic
+from facevae.common.errors import RunError
+from facevae.common.files import read_json, write_json_atomic
 
 
 class EpochFigures(L.Callback):
@@ -55,7 +55,8 @@ class MetricsFile(L.Callback):
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"epochs": []}
+        self.data = read_metrics(self.path) if self.path.is_file() else {"epochs": []}
+        self.data.setdefault("epochs", [])
         # training seconds so far, over every session of the run (a resumed one goes on from its last row)
         self._before = max((e.get("seconds", 0.0) for e in self.data["epochs"]), default=0.0)
         self._started = None
@@ -76,6 +77,13 @@ class MetricsFile(L.Callback):
     def update(self, **entries) -> None:
         self.data.update(entries)
         write_json_atomic(self.path, self.data)
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json; a RunError naming it, with the way to write it again, when it is damaged."""
+    run_dir = Path(path).parent
+    return read_json(path, RunError, fix=f"delete it, and `facevae train --resume {run_dir}` writes it again (the "
+                                         "curves of the epochs before stay in logs/csv)")
 
 
 def _number(value) -> float | None:

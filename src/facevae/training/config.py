@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from facevae.common.errors import FacevaeError, RunError
+from facevae.common.files import write_text_atomic
 from facevae.common.settings import check_settings, flag_name, setting
 from facevae.models.config import REPORT_CONDITION_NAMES, ModelConfig, is_conditional_model
 
@@ -36,6 +38,8 @@ class TrainerSettings:
     precision: str = setting("32-true", "32-true, bf16-mixed, 16-mixed, ...", choices=PRECISIONS, metavar="PRECISION",
                              group="scale")
     progress: bool = setting(True, "no progress bar", group="scale")
+    verbose: bool = setting(False, "show Lightning's own messages too (hardware found, tips, its advice and "
+                            "deprecation warnings), which are hidden otherwise (as with FACEVAE_DEBUG=1)", group="scale")
     gradient_clip: float = setting(0.0, "clip the gradient norm to this (0: off)", at_least=0)
     checkpoint_every_steps: int = setting(50, "how often last.ckpt is refreshed within an epoch (resume "
                                           "granularity; 0: at epoch ends only)", at_least=0)
@@ -134,17 +138,57 @@ class RunConfig:
         return cls(ModelConfig(**model), train)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        """The config of a run directory; a RunError naming the file when it is damaged or incomplete."""
+        path = Path(path)
+        raw = _read_yaml_mapping(path)
+        for section, keys in REQUIRED_KEYS.items():
+            if not isinstance(raw.get(section), dict):
+                raise RunError(f"{path}: has no {section!r} section (cut short, or not a run's config.yaml)")
+            missing = [k for k in keys if k not in raw[section]]
+            if missing:
+                raise RunError(f"{path}: its {section!r} section lacks {', '.join(missing)} (cut short?)")
         try:
-            return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read run config ({exc})") from None
+            return cls.from_dict(raw)
+        except (ValueError, TypeError) as exc:  # a wrong type or value, as the dataclasses' checks word it
+            message = str(exc).replace("ModelConfig.", "model.").replace("TrainConfig.", "train.")
+            raise RunError(f"{path}: {message}") from None
+
+    def warnings(self) -> list[str]:
+        """What is legal but likely a mistake: a huge model, images upsampled from smaller data."""
+        found = [self.model.size_warning()]
+        stored = _stored_image_size(str(self.train.data)) if self.train.data else None
+        if stored is not None and self.model.image_size > stored:
+            found.append(f"--image-size {self.model.image_size} is larger than the images of {self.train.data} "
+                         f"({stored}x{stored}): they are upsampled, which adds no detail; train at --image-size "
+                         f"{stored}, or prepare the data at {self.model.image_size}")
+        return [w for w in found if w]
+
+
+# Keys a run's config.yaml has always had: one that lacks them was cut short or is something else.
+REQUIRED_KEYS = {"model": ("model", "latent_dim", "image_size"),
+                 "train": ("data", "split", "epochs", "batch_size", "eval_k")}
+
+
+def _read_yaml_mapping(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not text.strip():
+        raise RunError(f"{path}: empty: its write never finished")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise RunError(f"{path}: not valid YAML ({where}{getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"{path}: holds a YAML {type(raw).__name__}, not a mapping with 'model' and 'train' sections")
+    return raw
 
 
 def _field_names(cls) -> set[str]:
@@ -161,6 +205,16 @@ def condition_names(conditions: str, data: str) -> list[str]:
     from facevae.data.attributes import check_attribute_names
 
     return check_attribute_names([n.strip() for n in conditions.split(",") if n.strip()], available)
+
+
+@lru_cache(maxsize=8)
+def _stored_image_size(data: str) -> int | None:
+    from facevae.data.packed import PackedDataset
+
+    try:
+        return PackedDataset(data).meta.height
+    except FacevaeError:  # no dataset there: the run fails on it later, with its own message
+        return None
 
 
 @lru_cache(maxsize=8)

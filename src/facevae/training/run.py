@@ -15,8 +15,13 @@ A run directory holds::
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 import warnings
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -29,16 +34,28 @@ from lightning.pytorch.callbacks import (
     WeightAveraging,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from facevae.common.errors import RunError
+from facevae.common.errors import FileWriteError, RunError
+from facevae.common.files import make_dir, remove_stale_temporaries
+from facevae.common.lock import hold
+from facevae.common.signals import Interrupted, default_sigterm, signal_name
 from facevae.data.datamodule import PackedDataModule
 from facevae.models import build_model
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
 from facevae.models.likelihoods import bits_per_dim
 from facevae.training.callbacks import BatchRecorder, EpochFigures, MetricsFile, RandomState
-from facevae.training.checkpoints import AtomicCheckpointIO, export_weights, read_exported, safe_load
+from facevae.training.checkpoints import (
+    AtomicCheckpointIO,
+    check_complete,
+    export_weights,
+    read_exported,
+    reexport_fix,
+    safe_load,
+)
 from facevae.training.config import RunConfig
+from facevae.training.console import lightning_quiet
 from facevae.training.logs import ResumableCSVLogger
 from facevae.training.module import VAEModule
 
@@ -121,11 +138,41 @@ def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), *
     )
 
 
+def check_accelerator(accelerator: str, devices: str = "auto") -> None:
+    """A one-line ValueError, before a run directory is made, for an accelerator (or a device count) this machine
+    lacks: Lightning says so only once its Trainer is built, as a MisconfigurationException traceback."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
+
+    name = accelerator.strip().lower()
+    if name in ("auto", "cpu"):
+        return
+    known = AcceleratorRegistry.available_accelerators()
+    if name == "gpu":
+        kind = next((k for k in (CUDAAccelerator, MPSAccelerator) if k.is_available()), None)
+    elif name in known:
+        kind = AcceleratorRegistry[name]["accelerator"]
+        kind = kind if kind.is_available() else None
+    else:
+        raise ValueError(f"--accelerator must be auto, cpu, gpu or one of {', '.join(sorted(known))}; got {accelerator!r}")
+    if kind is None:
+        raise ValueError(f"--accelerator {accelerator}: this machine has none (torch finds no such device); "
+                         "use --accelerator cpu, or auto to take what there is")
+    count = kind.auto_device_count()
+    wanted = devices.strip()
+    if wanted.isdigit() and int(wanted) > count:
+        raise ValueError(f"--devices {wanted}: this machine has {count} {name} device(s)")
+
+
+def is_launched_copy() -> bool:
+    """Whether this process is one Lightning's DDP launcher started: it re-runs the command in each extra
+    process, and only the first one owns the run directory."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
 def claim_run_dir(run_dir: Path, resume: bool) -> tuple[Path, bool]:
     """(last checkpoint, whether this process is a DDP-launched copy); refuses to overwrite or resume nothing."""
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    # Lightning's DDP launcher re-runs this command in each extra process: only the first one owns the folder.
-    launched_copy = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+    launched_copy = is_launched_copy()
     if resume:
         if not last_ckpt.is_file():
             raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt); it never reached its "
@@ -136,16 +183,86 @@ def claim_run_dir(run_dir: Path, resume: bool) -> tuple[Path, bool]:
     return last_ckpt, launched_copy
 
 
+@contextmanager
+def holding_run_dir(run_dir: Path, resume: bool, what: str = "training") -> Iterator[tuple[Path, bool]]:
+    """The run directory made, held against a second writer for the block, and claimed (see claim_run_dir);
+    temporaries that killed writes left in it are removed."""
+    if resume:
+        claim_run_dir(run_dir, resume)  # before anything is made: a mistyped RUN is not created
+    make_dir(run_dir)
+    if is_launched_copy():  # the first process holds the folder for all of them
+        yield claim_run_dir(run_dir, resume)
+        return
+    with hold(run_dir, what=what):
+        claimed = claim_run_dir(run_dir, resume)  # again: another writer may have finished meanwhile
+        for folder in (run_dir, run_dir / "checkpoints"):
+            for path in remove_stale_temporaries(folder):
+                print(f"facevae: note: removed {path}, left by a write that was killed", file=sys.stderr)
+        yield claimed
+
+
+def check_resumable(run_dir: Path) -> None:
+    """A one-line RunError unless ``run_dir``'s checkpoints can be resumed from (cheap: no checkpoint is read)."""
+    checkpoints = run_dir / "checkpoints"
+    last, best = checkpoints / "last.ckpt", checkpoints / "best.ckpt"
+    best_complete = best.is_file() and best.stat().st_size > 0 and zipfile.is_zipfile(best)
+    check_complete(last, fix=("continue from the best epoch instead: copy checkpoints/best.ckpt over "
+                              "checkpoints/last.ckpt and resume again" if best_complete else
+                              "the run cannot be continued: start it again in a new --run-dir"))
+    if best.is_file():
+        check_complete(best, fix="the best epoch's weights are lost with it (model.safetensors keeps them if the "
+                                 "run finished); copy checkpoints/last.ckpt over it to continue, and the export "
+                                 "will be of the last epoch, or start again in a new --run-dir")
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM stopped a training; the last checkpoint is kept and the message says how to go on."""
+
+    def __init__(self, signum: int, run_dir: Path, trainer: L.Trainer | None = None, command: str = "facevae train"):
+        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+            how = f"its last checkpoint is kept: continue with `{command} --resume {run_dir}`"
+        else:
+            how = "before its first checkpoint: start it again with the same command"
+        super().__init__(signum, f"{run_dir}: stopped by {signal_name(signum)}{where}; {how}")
+        self.run_dir = run_dir
+
+
+def fit(trainer: L.Trainer, module, datamodule, ckpt_path: Path | None, run_dir: Path,
+        command: str = "facevae train") -> None:
+    """trainer.fit, its stops said as facevae says them: Lightning ends a SIGTERM with SystemExit(0) and
+    Ctrl-C with SystemExit(1), both of which would read as a finished or failed run."""
+    try:
+        with warnings.catch_warnings(), default_sigterm():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # deliberate: few or none
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        raise TrainingInterrupted(signal.SIGTERM, run_dir, trainer, command) from None
+    except SystemExit:
+        if trainer.interrupted:
+            raise TrainingInterrupted(signal.SIGINT, run_dir, trainer, command) from None
+        raise
+    except FileWriteError as exc:
+        raise FileWriteError(f"{exc.problem}; the last good checkpoint is kept: once it can be written, continue "
+                             f"with `{command} --resume {run_dir}`", exc.errno, exc.filename) from None
+
+
 def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
     """Fit, keep the best checkpoint, export it, evaluate it on the test split; returns metrics.
 
     ``callbacks``: extra Lightning callbacks (a sweep's pruning hook), run after the built-in ones.
     """
+    run_dir = Path(config.train.run_dir)
+    check_accelerator(config.train.accelerator, config.train.devices)
+    with holding_run_dir(run_dir, resume) as (last_ckpt, launched_copy):
+        if resume:
+            check_resumable(run_dir)
+        return _train_held(config, run_dir, last_ckpt if resume else None, launched_copy, callbacks)
+
+
+def _train_held(config: RunConfig, run_dir: Path, resume_from: Path | None, launched_copy: bool, callbacks) -> dict:
     t = config.train
-    run_dir = Path(t.run_dir)
-    last_ckpt, launched_copy = claim_run_dir(run_dir, resume)
     t.data = str(Path(t.data).resolve())  # the run can then be opened, resumed or moved from any folder
-    run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
     if config.model.is_conditional and not config.model.condition_names:
@@ -159,25 +276,30 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
     module = VAEModule(config.to_dict())
     module.condition_columns = config.model.condition_index(datamodule.attribute_names) or None
     metrics = MetricsFile(run_dir / "metrics.json")
-    trainer = lightning_trainer(t, run_dir, "val_elbo", "max", [EpochFigures(run_dir / "figures"), metrics, *callbacks])
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt if resume else None)
+    with lightning_quiet(t.verbose):
+        trainer = lightning_trainer(t, run_dir, "val_elbo", "max",
+                                    [EpochFigures(run_dir / "figures"), metrics, *callbacks])
+        started = time.perf_counter()
+        fit(trainer, module, datamodule, resume_from, run_dir)
     if not trainer.is_global_zero:
         return {}
-    best_path = run_dir / "checkpoints" / "best.ckpt"
-    if not best_path.is_file():
-        raise RunError(f"{run_dir}: training ended without a finite validation ELBO; no model to export")
-    state = safe_load(best_path)["state_dict"]
-    model = module.model
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    model = best_model(module, run_dir, "finite validation ELBO")
     export(model, run_dir, datamodule.attribute_names)
     test = evaluate(model, datamodule, config)
     metrics.update(best_epoch=_best_epoch(metrics.data), best_val_elbo=_best_val(metrics.data), test=test,
                    train_seconds=round(time.perf_counter() - started, 1), global_step=trainer.global_step,
                    **({} if module.guard is None else {"skipped_updates": module.guard.skipped}))
     return metrics.data
+
+
+def best_model(module, run_dir: Path, monitored: str) -> torch.nn.Module:
+    """``module.model`` with the weights of checkpoints/best.ckpt (the model's own keys, under ``model.``)."""
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    if not best_path.is_file():
+        raise RunError(f"{run_dir}: training ended without a {monitored}; no model to export")
+    state = safe_load(best_path, fix="start the run again in a new --run-dir")["state_dict"]
+    module.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return module.model
 
 
 def _best_val(data: dict):
@@ -225,10 +347,24 @@ def export(model: VAEBase, run_dir: Path, attribute_names: list[str]) -> Path:
 
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> VAEBase:
-    """A trained model from a run directory, ready to encode/decode/sample (eval mode)."""
+    """A trained model from a run directory, ready to encode/decode/sample (eval mode).
+
+    A damaged model.safetensors or model.json is a RunError naming the file.
+    """
     state, info = read_exported(run_dir)
-    model = build_model(ModelConfig.from_dict(info["model"]))
-    model.load_state_dict(state)
+    info_path, fix = Path(run_dir) / "model.json", reexport_fix(run_dir)
+    if not isinstance(info.get("model"), dict):
+        raise RunError(f"{info_path}: has no 'model' object (not a VAE run's model.json?); {fix}")
+    try:
+        model = build_model(ModelConfig.from_dict(info["model"]))
+    except (ValueError, TypeError) as exc:  # a value that the model's settings refuse, as they word it
+        raise RunError(f"{info_path}: {str(exc).replace('ModelConfig.', 'model.')}; {fix}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise RunError(f"{info_path}: describes another model than the weights in model.safetensors "
+                       f"({(lines[1:] or lines)[0]}); {fix}") from None
     model.attribute_names = info.get("attribute_names", [])
     return model.to(device).eval()
 
@@ -237,9 +373,14 @@ def resume(run_dir: str | os.PathLike, **overrides) -> dict:
     """Continue the run at ``run_dir`` from its last checkpoint, wherever that folder is now.
 
     The run is the folder given, not the ``run_dir`` its config.yaml recorded: a copied or moved
-    run resumes (and writes) where it is, and never touches the folder it was copied from.
+    run resumes (and writes) where it is, and never touches the folder it was copied from. A run
+    that finished is evaluated and exported again (from its best.ckpt), without training.
     """
-    config = RunConfig.load(Path(run_dir) / "config.yaml")
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir}: not a run directory (no config.yaml); train one with `facevae train`")
+    claim_run_dir(run_dir, resume=True)  # no checkpoint: say so, whatever the config holds
+    config = RunConfig.load(run_dir / "config.yaml")
     config.train.run_dir = str(run_dir)
     for key, value in overrides.items():
         setattr(config.train, key, value)

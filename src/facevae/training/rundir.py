@@ -10,11 +10,15 @@ import numpy as np
 import torch
 
 from facevae.common.errors import DatasetError, RunError
+from facevae.common.files import make_dir
 from facevae.data.datamodule import PackedDataModule
 from facevae.models.base import VAEBase
 from facevae.models.latents import LatentGroup, Latents, cat_latents, find_group
 from facevae.training.config import RunConfig
 from facevae.training.run import load
+
+# What to do with a run the analysis cannot write into: a copy is a run of its own, opened where it is.
+READ_ONLY_FIX = "copy the run directory to a writable place and use the copy"
 
 
 @dataclass
@@ -26,9 +30,7 @@ class Run:
 
     @property
     def analysis_dir(self) -> Path:
-        path = self.root / "analysis"
-        path.mkdir(exist_ok=True)
-        return path
+        return make_dir(self.root / "analysis", fix=READ_ONLY_FIX)
 
     @property
     def condition_names(self) -> list[str]:
