@@ -6,6 +6,8 @@ hierarchical CPU preset (`--preset hvae-cpu32`, here at `--image-size 64`), each
 trained), this starts `facevae serve RUN --port 0` in its own process and measures over HTTP what
 the page does while a slider is dragged:
 
+  baseline    the model's own decode of one face in this process (no HTTP, no PNG): what the server adds
+              is the difference
   latency     one client, one request at a time: POST /decode with one slider value changed each
               time, for a test face and for a prior sample (a hierarchical model decodes those in
               its sampling mode): round trip p50/p95 in ms, the server's own decode+encode time
@@ -150,10 +152,32 @@ def concurrent(address: str, face: dict, clients: int, seconds: float) -> dict:
             "requests": len(every), "seconds": elapsed}
 
 
+def decode_alone(path: Path, n: int) -> dict:
+    """The baseline, in this process before the server starts: the model's decode of a test face's codes with
+    one unit changed, no HTTP and no PNG."""
+    from facevae.training.rundir import open_run
+
+    run = open_run(path)
+    model = run.model.eval()
+    x, y, _ = run.test_batch(1, 0)
+    c = run.condition_of(y)
+    times = []
+    with torch.inference_mode():
+        codes = model.encode(x, c).codes().clone()
+        for i in range(n + 10):
+            codes[0, 0] = float(np.sin(i * 0.37) * 3)
+            started = time.perf_counter()
+            model.decode(codes, c).image()
+            times.append((time.perf_counter() - started) * 1e3)
+    p50, p95 = percentiles(times[10:])
+    return {"p50_ms": p50, "p95_ms": p95, "requests": n}
+
+
 def measure(run: Path, args) -> dict:
     test, prior = {"kind": "test", "index": 0}, {"kind": "prior", "seed": 7, "temperature": 0.8}
+    alone = decode_alone(run, args.requests)
     with Server(run) as server:
-        return {"test face": latency(server.address, test, args.requests),
+        return {"decode alone": alone, "test face": latency(server.address, test, args.requests),
                 "prior sample": latency(server.address, prior, args.requests),
                 "concurrent": concurrent(server.address, test, args.clients, args.seconds)}
 
@@ -162,6 +186,9 @@ def table(results: dict) -> str:
     lines = ["| model | face | round trip p50 / p95 (ms) | server decode + PNG p50 / p95 (ms) | PNG |",
              "|---|---|---:|---:|---:|"]
     for model, result in results.items():
+        r = result["decode alone"]
+        lines.append(f"| {model} | baseline: `model.decode` alone, in process | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} "
+                     "| | |")
         for face in ("test face", "prior sample"):
             r = result[face]
             lines.append(f"| {model} | {face} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | "
