@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/classify.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) runs/demo

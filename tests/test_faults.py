@@ -68,6 +68,14 @@ def _cut_in_half(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _cut_inside_train_section(path: Path) -> None:
+    """A config.yaml cut at a line end: still valid YAML, so only its missing keys can tell (a cut at half the
+    file lands in a different place as the run's paths grow, and YAML takes most cuts as valid)."""
+    text = path.read_text()
+    start = text.index("\ntrain:\n") + len("\ntrain:\n")
+    path.write_text(text[: text.index("\n", start) + 1])
+
+
 def _other_latent_size(path: Path) -> None:
     info = json.loads(path.read_text())
     info["model"]["latent_dim"] = 16
@@ -76,6 +84,7 @@ def _other_latent_size(path: Path) -> None:
 
 DAMAGES = {
     "truncated": _cut_in_half,
+    "cut inside its train section": _cut_inside_train_section,
     "empty": lambda p: p.write_bytes(b""),
     "5000 bytes": lambda p: p.write_bytes(p.read_bytes()[:5000]),
     "a list": lambda p: p.write_text("- 1\n- 2\n" if p.suffix == ".yaml" else "[1, 2]"),
@@ -101,7 +110,8 @@ DAMAGED_RUNS = [
     ("model.json", "truncated", ALL, "model.json: not valid JSON"),
     ("model.json", "a list", ALL, "model.json: holds a list, not an object"),
     ("model.json", "another latent size", ALL, "model.json: describes another model than the weights"),
-    ("config.yaml", "truncated", ("resume", "reconstruct", "report", "metrics"), "config.yaml: not valid YAML"),
+    ("config.yaml", "cut inside its train section", ("resume", "reconstruct", "report", "metrics"),
+     "config.yaml: its 'train' section lacks data, split, epochs, batch_size, eval_k (cut short?)"),
     ("config.yaml", "invalid YAML", ("resume", "reconstruct", "report", "metrics"), "config.yaml: not valid YAML"),
     ("config.yaml", "a list", ("resume", "reconstruct", "report", "metrics"), "config.yaml: holds a YAML list"),
     ("config.yaml", "a string latent size", ("resume", "reconstruct", "report", "metrics"),

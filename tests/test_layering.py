@@ -24,8 +24,9 @@ BELOW = {
     "sweeps": {"common", "data", "models", "training", "metrics"},
     "reporting": {"common", "data", "models", "training", "analysis", "metrics", "recognition", "sweeps"},
     "demo": {"common", "data", "models", "training", "analysis", "metrics", "recognition", "sweeps", "reporting"},
+    "serving": {"common", "data", "models", "training", "analysis", "metrics", "recognition", "sweeps", "reporting"},
     "cli": {"common", "data", "models", "training", "analysis", "metrics", "recognition", "sweeps", "reporting",
-            "demo"},
+            "demo", "serving"},
     "__init__": {"training"},
     "__main__": {"cli"},
 }

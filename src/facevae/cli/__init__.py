@@ -13,11 +13,12 @@ from facevae.cli import data as data_commands
 from facevae.cli import demo as demo_commands
 from facevae.cli import metrics as metrics_commands
 from facevae.cli import report as report_commands
+from facevae.cli import serve as serve_commands
 from facevae.cli import sweep as sweep_commands
 from facevae.cli import train as train_commands
 
 GROUPS = [data_commands, train_commands, analyse_commands, classify_commands, report_commands, metrics_commands,
-          sweep_commands, demo_commands]
+          sweep_commands, demo_commands, serve_commands]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.typed_settings = given_dests(parser, argv)  # what was typed wins over a --preset
+    from facevae.common.signals import Interrupted
+
     try:
         return args.func(args) or 0
     except (ValueError, ArithmeticError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
@@ -101,9 +104,30 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"facevae: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        message = _write_failure_message(exc)
+        if message is None or os.environ.get("FACEVAE_DEBUG"):
+            raise
+        print(f"facevae: error: {message}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"facevae: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("facevae: interrupted", file=sys.stderr)
         return 130
+
+
+def _write_failure_message(exc: OSError) -> str | None:
+    """One line for a full disk or a read-only folder that a write deep in a library ran into (facevae's own
+    writes say it themselves, as a FileWriteError); None for any other OSError, which is a bug to show."""
+    from facevae.common.files import WRITE_FAILURES, write_failure
+
+    if exc.errno not in WRITE_FAILURES:
+        return None
+    if exc.filename is None:  # a write into a file that was already open: the library did not say which
+        return f"a write failed: {WRITE_FAILURES[exc.errno]} ({exc.strerror})"
+    return str(write_failure(exc.filename, exc))
 
 
 if __name__ == "__main__":
