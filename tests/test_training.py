@@ -364,6 +364,21 @@ def test_resume_writes_into_the_run_given_not_the_one_its_config_names(data, tmp
         assert path.read_bytes() == before[path.name], f"{path} was rewritten"
 
 
+def test_resume_trains_longer_with_epochs_and_refuses_any_other_setting(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(data, run, "--model", "vae", "--epochs", "1") == 0
+    weights = (run / "model.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run), "--beta", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--beta cannot change them" in err and err.count("\n") == 1
+    assert (run / "model.safetensors").read_bytes() == weights  # refused before anything was touched
+
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert RunConfig.load(run / "config.yaml").train.epochs == 2  # the run's record says what it now is
+
+
 def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

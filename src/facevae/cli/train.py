@@ -27,10 +27,12 @@ def register(subparsers) -> None:
         subparsers, "train", cmd_train, "train a VAE / conditional VAE / β-VAE (Lightning)",
         "facevae train --data runs/demo/data --model cvae --run-dir runs/cvae --epochs 10 --split stratified",
         description="Train into a run directory (config.yaml, checkpoints, logs, figures, metrics.json, "
-        "model.safetensors). --resume RUN continues a killed run from its last checkpoint.",
+        "model.safetensors). --resume RUN continues a killed run from its last checkpoint, with the settings "
+        "of RUN/config.yaml; --epochs or --max-time beside it train a finished run longer.",
     )
     argument_group(p, "run").add_argument("--resume", type=Path, metavar="RUN",
-                                          help="continue this run from checkpoints/last.ckpt")
+                                          help="continue this run from checkpoints/last.ckpt (only --epochs and "
+                                          "--max-time may be given with it)")
     add_train_arguments(p, run_dir=True)
 
 
@@ -73,6 +75,27 @@ def run_config_from_args(args: argparse.Namespace):
     return config
 
 
+# What may change when a run is resumed: how long it trains, and how it reports. Anything else would make
+# the checkpoint continue under settings it was not trained with.
+RESUME_OVERRIDES = ("epochs", "max_time")
+RESUME_CONSOLE = ("progress", "verbose")
+
+
+def resume_overrides(args: argparse.Namespace) -> dict:
+    """The --epochs / --max-time typed beside --resume; a one-line error for any other setting typed there,
+    instead of ignoring it."""
+    from facevae.common.settings import flag_name
+
+    settings = settings_from_args(args)
+    typed = set(getattr(args, "typed_settings", set())) & set(settings)
+    refused = sorted(typed - set(RESUME_OVERRIDES) - set(RESUME_CONSOLE))
+    if refused:
+        raise ValueError(f"--resume RUN continues the run with the settings in RUN/config.yaml; "
+                         f"{', '.join(flag_name(name) for name in refused)} cannot change them (only --epochs and "
+                         "--max-time can: train longer); start a new run for other settings")
+    return {name: settings[name] for name in RESUME_OVERRIDES if name in typed}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from facevae.common.signals import sigterm_as_interrupt
     from facevae.training.run import TrainingInterrupted, resume, train
@@ -81,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with sigterm_as_interrupt():  # outside Lightning's fit too: a stop that says how to go on
             if args.resume is not None:
-                metrics = resume(args.resume, progress=args.progress, verbose=args.verbose)
+                metrics = resume(args.resume, progress=args.progress, verbose=args.verbose, **resume_overrides(args))
             else:
                 config = run_config_from_args(args)
                 metrics = train(config)
