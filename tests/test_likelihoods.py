@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 
-from facevae.models.likelihoods import DiscretizedGaussian, DiscretizedLogistic, bits_per_dim
+from facevae.models.likelihoods import Bernoulli, DiscretizedGaussian, DiscretizedLogistic, bits_per_dim
 
 FAMILIES = [DiscretizedLogistic, DiscretizedGaussian]
 ALL_VALUES = (torch.arange(256.0) / 255).view(256, 1, 1, 1)  # every 8-bit value, one per "image"
@@ -139,6 +140,26 @@ def test_samples_lie_on_the_grid_near_the_mean(cls):
 
 def test_bits_per_dim_converts_nats_per_image():
     assert bits_per_dim(torch.tensor(-8 * 3072 * math.log(2)), 3072).item() == pytest.approx(8.0)
+
+
+# --- the Bernoulli (binary images) -------------------------------------------------------------------------------
+
+def test_bernoulli_puts_all_its_mass_on_the_black_and_white_images():
+    logits = torch.tensor([[[[-3.0, 0.0], [0.7, 12.0]]]])  # one 2×2 image, four pixels
+    corners = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)
+    total = Bernoulli(logits).log_prob(corners).exp().sum().item()
+    assert abs(total - 1) < 1e-6
+    white = torch.ones(1, 1, 2, 2)
+    expected = torch.log(torch.sigmoid(logits)).sum()
+    torch.testing.assert_close(Bernoulli(logits).log_prob(white)[0], expected)
+
+
+def test_bernoulli_samples_are_binary_with_its_mean():
+    p = Bernoulli(torch.full((4000, 1, 1, 1), math.log(0.3 / 0.7)))
+    draws = p.sample(torch.Generator().manual_seed(0))
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+    assert abs(draws.mean().item() - 0.3) < 0.03
+    torch.testing.assert_close(p.image(), torch.full_like(draws, 0.3))
 
 
 # --- the discretised mixture of logistics (the hierarchical VAE's likelihood) -----------------------------

@@ -112,7 +112,7 @@ def test_unconditional_model_ignores_c():
     assert net.loss(x)["loss"] == with_c
 
 
-@pytest.mark.parametrize("likelihood", ["discretized_logistic", "gaussian"])
+@pytest.mark.parametrize("likelihood", ["discretized_logistic", "gaussian", "bernoulli"])
 def test_loss_is_finite_and_every_parameter_gets_a_gradient(likelihood):
     net = make("cvae", likelihood=likelihood, condition_mode="embedding")
     x, c = batch()
@@ -271,7 +271,7 @@ def test_config_round_trips_and_rejects_bad_values():
                 {"beta_norm": [1]}):
         with pytest.raises(TypeError, match=next(iter(bad))):
             ModelConfig(**bad)
-    for bad in ({"image_size": 48}, {"model": "nvae"}, {"likelihood": "bernoulli"}, {"latent_dim": 0},
+    for bad in ({"image_size": 48}, {"model": "nvae"}, {"likelihood": "poisson"}, {"latent_dim": 0},
                 {"model": "cvae"}, {"model": "betavae"}, {"model": "betavae", "beta_norm": 0.001},
                 {"free_bits": -1.0}, {"condition_names": ["Male", "Male"]}):
         with pytest.raises(ValueError):

@@ -16,7 +16,7 @@ from facevae.common.settings import check_settings, flag_name, setting
 MODEL_NAMES = ("vae", "cvae", "betavae", "hvae")
 IMAGE_SIZES = (32, 64, 128)
 CONDITION_MODES = ("vector", "embedding")
-LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian")
+LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian", "bernoulli")
 NORMS = ("batch", "group")
 LOSSES = ("beta", "tcvae", "capacity")
 # Beyond this the two linear layers around z dominate the model (and its checkpoints).
@@ -40,8 +40,8 @@ class ModelConfig:
     "vae" is never conditional, "cvae" always, "betavae" when ``conditional`` is true; betavae needs
     an effective β > 1, otherwise it is a plain VAE/CVAE, which honour ``beta`` too (use those for
     β sweeps that include 1). ``condition_names`` are the columns of ``c``, in order (the caller's
-    choice; typically all the dataset's attributes, or REPORT_CONDITION_NAMES). Both likelihoods are
-    discrete over 256 values, so bits/dim are valid for both.
+    choice; typically all the dataset's attributes, or REPORT_CONDITION_NAMES). Every likelihood is
+    discrete (see likelihoods.py), so bits/dim are valid for each; the Bernoulli's only on binary images.
     """
 
     model: str = setting("vae", "vae (never conditional), cvae (always), betavae (conditional with --conditional; "
@@ -61,7 +61,8 @@ class ModelConfig:
     beta_norm: float | None = setting(None, "normalised beta (Higgins et al. 2017): beta = beta_norm·N/M, N = C·H·W, "
                                       "comparable across latent and input sizes; overrides --beta", above=0)
     likelihood: str = setting("discretized_logistic", "discretized_logistic (mean and scale per sub-pixel) or "
-                              "gaussian (discretised, one learned scale per channel: MSE-like and fast)",
+                              "gaussian (discretised, one learned scale per channel: MSE-like and fast) or "
+                              "bernoulli (black or white per sub-pixel: binary images such as dSprites)",
                               choices=LIKELIHOOD_NAMES)
     free_bits: float = setting(0.0, "nats per latent dimension below which its batch-mean KL is not penalised "
                                "(Kingma et al. 2016; 0: off)", at_least=0)

@@ -19,7 +19,8 @@ from torch.distributions import Independent, Normal, kl_divergence
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
 from facevae.models.latents import LatentGroup, Latents, flat_groups
-from facevae.models.likelihoods import LOG_SCALE_FLOOR, DiscretizedGaussian, DiscretizedLogistic, bits_per_dim
+from facevae.models.likelihoods import (LOG_SCALE_FLOOR, Bernoulli, DiscretizedGaussian, DiscretizedLogistic,
+                                        bits_per_dim)
 from facevae.models.objectives import regulariser
 
 # log σ² is clamped: exp() cannot overflow in the first steps, and a posterior no narrower than
@@ -79,7 +80,8 @@ class ConvVAE(VAEBase):
         self.to_posterior = nn.Linear(features + cond_dim, 2 * config.latent_dim)
         self.from_latent = nn.Linear(config.latent_dim + cond_dim, features)
         gaussian = config.likelihood == "gaussian"
-        self.decoder = ConvDecoder(widths, config.channels * (1 if gaussian else 2), config.norm)
+        one_map = gaussian or config.likelihood == "bernoulli"  # a mean (or logit) per sub-pixel, no scale
+        self.decoder = ConvDecoder(widths, config.channels * (1 if one_map else 2), config.norm)
         # The Gaussian's scale is one number per channel, not predicted: that is what makes it MSE-like.
         # Start at a tenth of the [-1, 1] range, about the error of a blurry first reconstruction.
         self.pixel_log_scale = nn.Parameter(torch.full((config.channels,), math.log(0.1))) if gaussian else None
@@ -107,10 +109,13 @@ class ConvVAE(VAEBase):
         q = self.posterior(x, c).base_dist
         return Latents(self.latent_groups, q.loc, q.scale)
 
-    def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> DiscretizedLogistic | DiscretizedGaussian:
+    def decode(self, z: torch.Tensor, c: torch.Tensor | None = None
+               ) -> DiscretizedLogistic | DiscretizedGaussian | Bernoulli:
         h = F.leaky_relu(self.from_latent(_cat(z, self.condition(c))), 0.2)
         out = self.decoder(h.view(-1, *self._top))
         C = self.config.channels
+        if self.config.likelihood == "bernoulli":
+            return Bernoulli(out)
         if self.pixel_log_scale is not None:
             return DiscretizedGaussian(torch.tanh(out), self.pixel_log_scale.clamp(min=LOG_SCALE_FLOOR).view(1, C, 1, 1))
         return DiscretizedLogistic(torch.tanh(out[:, :C]), out[:, C:].clamp(min=LOG_SCALE_FLOOR))

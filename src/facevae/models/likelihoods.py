@@ -1,8 +1,8 @@
 """Observation models p(x | z) over 8-bit images.
 
-Both are *discrete*: they put a probability on each of the 256 values of every sub-pixel, so
-``-log_prob(x) / (C·H·W·ln 2)`` is a negative log-likelihood in bits/dim, the number that
-PixelCNN++, NVAE and the other published models report.
+All are *discrete*: they put a probability on the values a sub-pixel can take (each of the 256, or for
+the Bernoulli black and white), so ``-log_prob(x) / (C·H·W·ln 2)`` is a negative log-likelihood in
+bits/dim, the number that PixelCNN++, NVAE and the other published models report.
 
 * :class:`DiscretizedLogistic` (Salimans et al. 2017, PixelCNN++ without the mixture): a logistic
   per sub-pixel with its own mean and log-scale, both predicted by the decoder.
@@ -10,6 +10,7 @@ PixelCNN++, NVAE and the other published models report.
   scale is one learned number per channel, so the reconstruction term is a weighted squared error
   plus a constant (while the scale is wide against a bin), yet it stays a proper distribution over
   the 256 values and bits/dim stay valid.
+* :class:`Bernoulli`: black or white per sub-pixel, for binary images (dSprites).
 
 Pixels live in [0, 1] at the interface (``log_prob(x)``, ``mean``, ``image()``); internally they are
 rescaled to [-1, 1], where the bins have width 2/255. ``x`` is rounded to the nearest 8-bit value
@@ -131,6 +132,34 @@ class DiscretizedGaussian(_Discretized):
 
     def _standard_noise(self, shape, generator):
         return torch.randn(shape, generator=generator, device=self.loc.device)
+
+
+class Bernoulli:
+    """A Bernoulli per sub-pixel with logit ``logits``, over black (0) and white (1) only.
+
+    For binary images such as dSprites this is the exact likelihood (every value but 0 and 255 has
+    probability 0, so bits/dim stay a valid negative log-likelihood of the 8-bit images), and it is
+    the likelihood the published β-VAE, FactorVAE and disentanglement_lib figures on dSprites use.
+    On grey values it is their cross-entropy, not a likelihood: bits/dim are then not comparable.
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits.float()
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats per image; ``x`` in [0, 1], (..., C, H, W)."""
+        logits, target = torch.broadcast_tensors(self.logits, x.float().clamp(0, 1))
+        return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=(-3, -2, -1))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    def image(self) -> torch.Tensor:
+        return self.mean
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.bernoulli(self.mean, generator=generator)
 
 
 def bits_per_dim(log_px: torch.Tensor, num_dims: int) -> torch.Tensor:
