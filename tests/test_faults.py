@@ -416,7 +416,9 @@ def test_two_workers_on_postgresql_finish_the_study_when_one_is_killed(data, tmp
             study = optuna.load_study(study_name=out.name, storage=postgres_url)
         except KeyError:  # not created yet
             return []
-        return [t for t in study.get_trials() if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        # a trial's params are stored one suggestion at a time: both present means it is training
+        return [t for t in study.get_trials()
+                if t.state == TrialState.RUNNING and "worker" in t.user_attrs and len(t.params) == 2]
 
     try:
         _wait_for(lambda: len(running()) == 2, 120, proc)  # both workers mid-trial
