@@ -2,8 +2,7 @@
 
 For each data set (the procedural dSprites, and synthetic faces with independent factors), a
 `facevae sweep` of an unconditional VAE (latent 10, width 1, 32x32; Bernoulli likelihood on dSprites,
-discretised Gaussian on the faces)
-over β ∈ --betas with --seeds seeds, every run trained for --epochs epochs, and one of β-TCVAE at
+discretised Gaussian on the faces) over β ∈ --betas with --seeds seeds, every run trained for --epochs epochs, and one of β-TCVAE at
 --tcvae-beta with the same seeds; every trial records the β-VAE score, FactorVAE score, MIG and
 DCI disentanglement (--metric-n training / half as many evaluation points, fresh renders from
 independent factors). The budget is a number of epochs, not seconds, so that a busy machine changes
@@ -31,8 +30,8 @@ from pathlib import Path
 FACEVAE = [sys.executable, "-m", "facevae"]
 # dSprites is black and white: the Bernoulli is its exact likelihood and what the published figures use.
 LIKELIHOOD = {"dsprites": "bernoulli", "faces": "gaussian"}
-MODEL = ["--model", "vae", "--latent-dim", "10", "--width", "1", "--image-size", "32", "--batch-size", "64", "--lr", "1e-3", "--patience", "0", "--eval-k", "8",
-         "--eval-batches", "2", "--no-progress"]
+MODEL = ["--model", "vae", "--latent-dim", "10", "--width", "1", "--image-size", "32", "--batch-size", "64",
+         "--lr", "1e-3", "--patience", "0", "--eval-k", "8", "--eval-batches", "2", "--no-progress"]
 SCORES = {"beta_vae_eval": "β-VAE score", "factor_vae_eval": "FactorVAE score", "mig": "MIG",
           "dci_disentanglement": "DCI disentanglement", "test_bits_per_dim": "test bits/dim"}
 
@@ -54,8 +53,7 @@ def sweep(kind: str, data: Path, out: Path, args, *params: str) -> dict:
                         "--seeds", str(args.seeds), "--objective", "betavae_score", "--metrics",
                         "beta_vae,factor_vae,mig,dci", "--metric-n", str(args.metric_n), "--metric-n-eval",
                         str(args.metric_n // 2), "--epochs", str(args.epochs), "--workers", str(args.workers), *MODEL,
-                        "--likelihood", LIKELIHOOD[kind],
-                        *args.train_flags.split()],
+                        "--likelihood", LIKELIHOOD[kind], *args.train_flags.split()],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "sweep_report.json").read_text())
 
