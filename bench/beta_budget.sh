@@ -1,6 +1,7 @@
 #!/bin/bash
 # How many training steps before β shows on procedural dSprites? One VAE per β (latent 10, width 1, 32x32,
-# Bernoulli likelihood as the published dSprites figures use, batch 64, Adam 1e-3, seed $SEED), trained to each
+# Bernoulli likelihood as the published dSprites figures use (a cross-entropy on the grey edges of the
+# resized sprites), batch 64, Adam 1e-3, seed $SEED), trained to each
 # number of epochs in $EPOCHS in turn (`train --resume RUN --epochs E` goes on where the last stopped), the
 # β-VAE score and MIG taken after each (1,000 / 500 points, fresh renders from independent factors).
 # The two β run side by side, one thread each. An epoch is 16,000 images = 250 steps.

@@ -179,6 +179,25 @@ def test_legal_but_likely_wrong_settings_warn(data, tmp_path, capsys, monkeypatc
     assert len(trained) == 1
 
 
+def test_a_bernoulli_likelihood_on_grey_or_resized_images_warns(data, tmp_path, capsys, monkeypatch):
+    import facevae.training.run
+    from facevae.data.sprites import write_dsprites_packed
+
+    monkeypatch.setattr(facevae.training.run, "train", lambda config, **kw: {})
+    sprites = write_dsprites_packed(tmp_path / "sprites", 40, seed=0, progress=False).root
+    runs = iter(range(10))
+
+    def warnings_of(dataset, *flags: str) -> str:
+        argv = ["train", "--data", str(dataset), "--run-dir", str(tmp_path / f"r{next(runs)}"), "--likelihood",
+                "bernoulli", "--split", "official", *flags]
+        assert main(argv) == 0
+        return capsys.readouterr().err
+
+    assert "grey values" in warnings_of(data, "--image-size", "32")  # the synthetic faces
+    assert "resized from 64x64 to 32x32" in warnings_of(sprites, "--image-size", "32")
+    assert "bernoulli" not in warnings_of(sprites, "--image-size", "64")  # dSprites as stored: exact
+
+
 def test_a_truncated_split_file_is_an_error_naming_it(data, tmp_path, capsys):
     copy = Path(shutil.copytree(data, tmp_path / "data"))
     assert main(["data", "split", str(copy), "--strategy", "random", "--name", "cut"]) == 0

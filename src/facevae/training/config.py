@@ -165,7 +165,20 @@ class RunConfig:
             found.append(f"--image-size {self.model.image_size} is larger than the images of {self.train.data} "
                          f"({stored}x{stored}): they are upsampled, which adds no detail; train at --image-size "
                          f"{stored}, or prepare the data at {self.model.image_size}")
+        if self.model.likelihood == "bernoulli" and stored is not None:
+            found.append(self._bernoulli_warning(stored))
         return [w for w in found if w]
+
+    def _bernoulli_warning(self, stored: int) -> str | None:
+        if stored != self.model.image_size:
+            size = self.model.image_size
+            why = f"resized from {stored}x{stored} to {size}x{size}, its images have grey edges"
+        elif not _black_and_white(str(self.train.data)):
+            why = f"the images of {self.train.data} have grey values"
+        else:
+            return None
+        return (f"--likelihood bernoulli is exact only on black-and-white images: {why}, so its term is their "
+                "cross-entropy and bits/dim are not comparable with the other likelihoods'")
 
 
 # Keys a run's config.yaml has always had: one that lacks them was cut short or is something else.
@@ -215,6 +228,16 @@ def _stored_image_size(data: str) -> int | None:
         return PackedDataset(data).meta.height
     except FacevaeError:  # no dataset there: the run fails on it later, with its own message
         return None
+
+
+def _black_and_white(data: str, sample: int = 256) -> bool:
+    """Whether the first ``sample`` images of a packed dataset hold only 0 and 255."""
+    import numpy as np
+
+    from facevae.data.packed import PackedDataset
+
+    images = np.asarray(PackedDataset(data).images[:sample])
+    return bool(((images == 0) | (images == 255)).all())
 
 
 @lru_cache(maxsize=8)
