@@ -230,8 +230,10 @@ def _stored_image_size(data: str) -> int | None:
         return None
 
 
+@lru_cache(maxsize=8)
 def _black_and_white(data: str, sample: int = 256) -> bool:
-    """Whether the first ``sample`` images of a packed dataset hold only 0 and 255."""
+    """Whether the first ``sample`` images of a packed dataset hold only 0 and 255 (cached like the size: a
+    sweep builds one config per point of its grid)."""
     import numpy as np
 
     from facevae.data.packed import PackedDataset
