@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+
+from machine import cpu_name
 
 FACEVAE = [sys.executable, "-m", "facevae"]
 QUICK = ["--epochs", "1", "--eval-k", "2", "--eval-batches", "1", "--no-progress", "--patience", "0"]
@@ -198,16 +199,6 @@ def table(results: dict) -> str:
         c = result["concurrent"]
         lines.append(f"| {model} | {c['clients']} | {c['requests_per_s']:.0f} | {c['p50_ms']:.1f} / {c['p95_ms']:.1f} |")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

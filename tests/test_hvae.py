@@ -197,6 +197,7 @@ def test_a_fixed_seed_gives_the_same_hvae_weights(synth_data, tmp_path):
     (["--hvae-groups", "2,0"], "--hvae-groups must be positive"),
     (["--hvae-channels", "0"], "--hvae-channels must be >= 1"),
     (["--mixtures", "0"], "--mixtures must be >= 1"),
+    (["--likelihood", "gaussian"], "--likelihood gaussian is for the flat models"),
     (["--preset", "hvae-tpu"], "unknown --preset 'hvae-tpu'"),
     (["--skip-updates", "0.5"], "--skip-updates is a factor above 1"),
     (["--lr-warmup-steps", "10", "--lr-schedule", "plateau"], "--lr-warmup-steps works with"),
@@ -224,3 +225,23 @@ def test_a_preset_fills_in_what_the_command_line_did_not_type():
     preset = PRESETS["hvae-cpu32"].settings
     assert config.train.lr == 0.003 and config.model.model == "vae"  # typed
     assert config.train.batch_size == preset["batch_size"] and config.model.image_size == preset["image_size"]
+
+
+def test_a_gpu_preset_warns_when_the_run_will_have_no_gpu(monkeypatch, capsys):
+    from facevae.cli import build_parser
+    from facevae.cli.train import run_config_from_args
+    from facevae.common.settings import given_dests
+
+    def config_of(*extra):
+        argv = ["train", "--data", "d", "--run-dir", "r", *extra]
+        args = build_parser().parse_args(argv)
+        args.typed_settings = given_dests(build_parser(), argv)
+        run_config_from_args(args)
+        return capsys.readouterr().err
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "--preset hvae-gpu64 is for a GPU and this run has none" in config_of("--preset", "hvae-gpu64")
+    assert "is for a GPU" in config_of("--preset", "hvae-gpu64", "--accelerator", "cpu")
+    assert "warning" not in config_of("--preset", "hvae-cpu32") + config_of("--preset", "hvae-gpu64", "--accelerator", "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "warning" not in config_of("--preset", "hvae-gpu64")

@@ -133,6 +133,34 @@ def test_encode_chunking_does_not_change_the_result(data):
     assert a == b
 
 
+class EncodesElsewhere(FactorsAsObservations):
+    """Encodes each batch in pieces, as worker processes would; ``short`` drops the last batch."""
+
+    def __init__(self, sizes, short=False):
+        super().__init__(sizes)
+        self.short, self.batch_sizes = short, []
+
+    def encode_batches(self, factors, encode, batch_size):
+        self.batch_sizes.append(batch_size)
+        starts = list(range(0, len(factors), batch_size))
+        for lo in starts[:-1] if self.short else starts:
+            part = factors[lo:lo + batch_size]
+            yield np.concatenate([encode(self.render(part[:3])), encode(self.render(part[3:]))])
+
+
+def test_a_data_object_that_encodes_elsewhere_gives_the_same_scores(data):
+    elsewhere = EncodesElsewhere(SIZES)
+    kw = dict(num_train=40, num_eval=20, batch_size=8, encode_batch_size=40)  # several batches per call
+    assert beta_vae_score(elsewhere, rotated, 4, **kw) == beta_vae_score(data, rotated, 4, **kw)
+    kw["num_variance_estimate"] = 90
+    assert factor_vae_score(elsewhere, rotated, 4, **kw) == factor_vae_score(data, rotated, 4, **kw)
+    codes, factors = sample_codes(elsewhere, rotated, 37, 4, batch_size=16)
+    np.testing.assert_array_equal(codes, sample_codes(data, rotated, 37, 4, batch_size=16)[0])
+    assert set(elsewhere.batch_sizes) == {32, 40, 16} and len(factors) == 37  # the sizes asked for
+    with pytest.raises(ValueError, match="encode_batches gave"):
+        sample_codes(EncodesElsewhere(SIZES, short=True), rotated, 37, 4, batch_size=16)
+
+
 def test_beta_vae_points_follow_disentanglement_lib(data):
     """The features and labels are those of disentanglement_lib's per-point loop."""
     from facevae.metrics.beta_vae import _generate_points

@@ -41,6 +41,23 @@ def test_metrics_subset_and_table(cvae_copy, capsys):
     assert set(stored["scores"]) == {"mig", "sap"}
 
 
+def test_rendering_in_worker_processes_leaves_every_score_unchanged(cvae_run, monkeypatch):
+    """The suite renders and encodes in DataLoader workers when there are cores for them; alone, the same numbers."""
+    from facevae.common import threads
+    from facevae.metrics import run
+
+    workers = []
+    encode_batches = run._LabelledFaces.encode_batches
+    monkeypatch.setattr(run._LabelledFaces, "encode_batches",
+                        lambda self, *a: workers.append(self.workers) or encode_batches(self, *a))
+    settings = dict(n=60, n_eval=30, batch_size=8, seed=3, write=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    ahead = run.compute_disentanglement(cvae_run, **settings)
+    assert workers and set(workers) == {2}
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert run.compute_disentanglement(cvae_run, **settings) == ahead and set(workers) == {2, 0}
+
+
 @pytest.fixture
 def attribute_run(cvae_copy, synth_data, tmp_path) -> Path:
     """The same run, pointed at its data without the factors: CelebA's situation, without training again."""

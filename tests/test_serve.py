@@ -13,7 +13,6 @@ import socket
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="facevae serve needs the serve extra")

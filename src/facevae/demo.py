@@ -19,8 +19,8 @@ from typing import Callable
 class DemoSettings:
     """What the demo renders and trains (see ``DEMO`` and ``QUICK``)."""
 
-    n: int = 6000  # synthetic faces (64x64), split 0.8/0.1/0.1
-    image_size: int = 32  # the model's input side (faces are rendered at 64 and resized)
+    n: int = 6000  # synthetic faces, split 0.8/0.1/0.1
+    image_size: int = 32  # the model's input side
     latent_dim: int = 16
     width: int = 1  # channel multiplier k
     beta: float = 32.0
@@ -31,7 +31,9 @@ class DemoSettings:
     max_time: str | None = "00:00:05:30"  # a wall-clock cap on training (DD:HH:MM:SS)
     kl_warmup_steps: int = 0
     seed: int = 0
-    faces_size: int = 64  # rendered image side
+    # Rendered at the model's side: resizing costs more than rendering, in training and in every metric's fresh
+    # observations, and the faces look the same (docs/benchmarks.md, "The demo").
+    faces_size: int = 32
     metric_n: int = 1000  # training points of each disentanglement metric (the standard 10,000 takes minutes)
 
 

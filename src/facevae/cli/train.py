@@ -65,12 +65,14 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
 def run_config_from_args(args: argparse.Namespace):
     from facevae.training.config import RunConfig
+    from facevae.training.presets import preset_warning
 
     settings = settings_from_args(args)
     if not settings["data"] or not settings["run_dir"]:
         raise ValueError("--data and --run-dir are needed (or --resume RUN)")
     config = RunConfig.from_settings(settings, args.conditions)
-    for warning in config.warnings():
+    warnings = [preset_warning(getattr(args, "preset", None), config.train.accelerator), *config.warnings()]
+    for warning in filter(None, warnings):
         print(f"facevae: warning: {warning}", file=sys.stderr)
     return config
 

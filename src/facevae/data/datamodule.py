@@ -289,6 +289,16 @@ def _load_part_tensor(dataset: PackedImageDataset, chunk: int = 8192) -> tuple[t
     return images, torch.from_numpy(dataset.attributes.astype(np.float32))
 
 
+def prepare_images(x: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """``(N, C, H, W)`` images → float32 in [0, 1] (from uint8), resized to ``image_size`` square."""
+    if x.dtype == torch.uint8:
+        x = x.contiguous().float().div_(255.0)
+    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=True).clamp_(0.0, 1.0)
+    return x
+
+
 class PackedDataModule(L.LightningDataModule):
     """Train/valid/test loaders over a packed dataset folder and one of its stored splits.
 
@@ -469,15 +479,11 @@ class PackedDataModule(L.LightningDataModule):
     def prepare_batch(self, batch, train: bool = False):
         """uint8 images → float32 in [0, 1], random flips if ``train`` and ``flip``, resize."""
         x, y = batch
-        if x.dtype == torch.uint8:
-            x = x.contiguous().float().div_(255.0)
         if train and self.flip:
+            x = prepare_images(x, None)
             mask = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=True).clamp_(0.0, 1.0)
-        return x, y
+        return prepare_images(x, self.image_size), y
 
     def batches(self, part: str, device: str | torch.device | None = None, batch_size: int | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

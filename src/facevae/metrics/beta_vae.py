@@ -58,23 +58,23 @@ def beta_vae_score(data, encode, random_state=0, batch_size: int = 64, num_train
 def _generate_points(data, encode, batch_size, num_points, random_state, encode_batch_size):
     """``(features (num_points, D), labels (num_points,))``."""
     num_factors = len(utils.factor_sizes(data))
-    per_chunk = max(1, int(encode_batch_size) // (2 * batch_size))
-    features, labels = [], []
-    for lo in range(0, num_points, per_chunk):
-        n = min(per_chunk, num_points - lo)
-        index = np.empty(n, np.int64)
-        first, second = [], []
-        for p in range(n):
-            index[p] = utils.randint(random_state, num_factors)
-            f1 = np.array(data.sample_factors(batch_size, random_state), copy=True)
-            f2 = np.array(data.sample_factors(batch_size, random_state), copy=True)
-            f2[:, index[p]] = f1[:, index[p]]
-            first.append(f1)
-            second.append(f2)
-        factors = np.concatenate(first + second)
-        codes = utils.encode_all(encode, utils.render(data, factors, random_state), len(factors))
-        z1 = codes[: n * batch_size].reshape(n, batch_size, -1)
-        z2 = codes[n * batch_size:].reshape(n, batch_size, -1)
-        features.append(np.mean(np.abs(z1 - z2), axis=1))
-        labels.append(index)
-    return np.concatenate(features), np.concatenate(labels)
+    index = np.empty(num_points, np.int64)
+    first, second = [], []
+    for p in range(num_points):
+        index[p] = utils.randint(random_state, num_factors)
+        f1 = np.array(data.sample_factors(batch_size, random_state), copy=True)
+        f2 = np.array(data.sample_factors(batch_size, random_state), copy=True)
+        f2[:, index[p]] = f1[:, index[p]]
+        first.append(f1)
+        second.append(f2)
+    # A group of points is encoded in one call: their first batches, then their second batches.
+    per_group = max(1, int(encode_batch_size) // (2 * batch_size))
+    groups = [(lo, min(lo + per_group, num_points)) for lo in range(0, num_points, per_group)]
+    factors = np.concatenate([np.concatenate(first[lo:hi] + second[lo:hi]) for lo, hi in groups])
+    codes = utils.encode_factors(data, encode, factors, random_state, 2 * per_group * batch_size)
+    features, at = [], 0
+    for lo, hi in groups:
+        z = codes[at: at + 2 * (hi - lo) * batch_size].reshape(2, hi - lo, batch_size, -1)
+        features.append(np.mean(np.abs(z[0] - z[1]), axis=1))
+        at += 2 * (hi - lo) * batch_size
+    return np.concatenate(features), index

@@ -40,7 +40,7 @@ def factor_vae_score(data, encode, random_state=0, batch_size: int = 64, num_tra
         raise ValueError("batch_size and num_variance_estimate must be at least 2, num_train and num_eval positive")
     random_state = utils.as_random_state(random_state)
     factors = np.asarray(data.sample_factors(num_variance_estimate, random_state))
-    codes = _encode_chunked(data, encode, factors, random_state, encode_batch_size)
+    codes = utils.encode_factors(data, encode, factors, random_state, encode_batch_size)
     global_variances = np.var(codes, axis=0, ddof=1)
     active = np.sqrt(global_variances) >= prune_threshold
     if not active.any():
@@ -57,32 +57,20 @@ def factor_vae_score(data, encode, random_state=0, batch_size: int = 64, num_tra
             "num_active_dims": int(active.sum())}
 
 
-def _encode_chunked(data, encode, factors, random_state, encode_batch_size):
-    out = []
-    step = max(1, int(encode_batch_size))
-    for lo in range(0, len(factors), step):
-        f = factors[lo: lo + step]
-        out.append(utils.encode_all(encode, utils.render(data, f, random_state), len(f)))
-    return np.concatenate(out)
-
-
 def _votes(data, encode, batch_size, num_points, random_state, global_variances, active, encode_batch_size):
     """``(K, num_active)`` vote counts."""
     num_factors = len(utils.factor_sizes(data))
+    index = np.empty(num_points, np.int64)
+    batches = []
+    for p in range(num_points):
+        index[p] = utils.randint(random_state, num_factors)
+        f = np.array(data.sample_factors(batch_size, random_state), copy=True)
+        f[:, index[p]] = f[0, index[p]]
+        batches.append(f)
+    per_group = max(1, int(encode_batch_size) // batch_size)  # votes encoded in one call
+    codes = utils.encode_factors(data, encode, np.concatenate(batches), random_state, per_group * batch_size)
+    local = np.var(codes.reshape(num_points, batch_size, -1), axis=1, ddof=1)
+    argmin = np.argmin(local[:, active] / global_variances[active], axis=1)
     votes = np.zeros((num_factors, int(active.sum())), np.int64)
-    per_chunk = max(1, int(encode_batch_size) // batch_size)
-    for lo in range(0, num_points, per_chunk):
-        n = min(per_chunk, num_points - lo)
-        index = np.empty(n, np.int64)
-        batches = []
-        for p in range(n):
-            index[p] = utils.randint(random_state, num_factors)
-            f = np.array(data.sample_factors(batch_size, random_state), copy=True)
-            f[:, index[p]] = f[0, index[p]]
-            batches.append(f)
-        factors = np.concatenate(batches)
-        codes = utils.encode_all(encode, utils.render(data, factors, random_state), len(factors))
-        local = np.var(codes.reshape(n, batch_size, -1), axis=1, ddof=1)
-        argmin = np.argmin(local[:, active] / global_variances[active], axis=1)
-        np.add.at(votes, (index, argmin), 1)
+    np.add.at(votes, (index, argmin), 1)
     return votes

@@ -118,19 +118,57 @@ def _store(path: Path, result: dict) -> None:
 
 
 # --- sampling metrics ----------------------------------------------------------------------------------
-class _LabelledFaces:
-    """Synthetic faces whose observations are ``(images, attributes)``: a conditional encoder needs both."""
+ENCODER_CHUNK = 256  # images per forward pass
 
-    def __init__(self, faces, attribute_columns: list[int] | None):
-        self.faces, self.columns = faces, attribute_columns
+
+class _LabelledFaces:
+    """Synthetic faces whose observations are what a run's encoder takes: ``(images, attributes)``, the
+    images prepared as in training (float, resized), the attributes the ones a conditional run is given.
+
+    The renderers draw nothing, so ``encode_batches`` renders and encodes in DataLoader worker processes
+    (forked: they share the model), one encoder chunk at a time: the same tensors reach the model as
+    when the main process does it all, so the codes are the same (docs/benchmarks.md, "The disentanglement
+    suite of a run").
+    """
+
+    def __init__(self, faces, attribute_columns: list[int] | None, image_size: int | None, workers: int = 0):
+        self.faces, self.columns, self.image_size, self.workers = faces, attribute_columns, image_size, workers
         self.factor_sizes = faces.factor_sizes
 
     def sample_factors(self, n, random_state):
         return self.faces.sample_factors(n, random_state)
 
     def render(self, factors):
+        from facevae.data.datamodule import prepare_images
+
+        images = torch.from_numpy(self.faces.render(factors)).permute(0, 3, 1, 2)
         attributes = None if self.columns is None else self.faces.attributes(factors)[:, self.columns]
-        return self.faces.render(factors), attributes
+        return (prepare_images(images, self.image_size),
+                None if attributes is None else torch.from_numpy(attributes).float())
+
+    def encode_batches(self, factors, encode, batch_size: int):
+        batches = [(lo, min(lo + batch_size, len(factors))) for lo in range(0, len(factors), batch_size)]
+        chunks = [[(a, min(a + ENCODER_CHUNK, hi)) for a in range(lo, hi, ENCODER_CHUNK)] for lo, hi in batches]
+        # A worker has as many chunks in hand as a batch holds, so that none waits for the main process.
+        ahead = ({"prefetch_factor": -(-len(chunks[0]) // self.workers) + 1, "multiprocessing_context": "fork"}
+                 if self.workers else {})
+        loader = torch.utils.data.DataLoader(_EncodedChunks(self, encode, factors, sum(chunks, [])), batch_size=None,
+                                             num_workers=self.workers, **ahead)
+        encoded = iter(loader)
+        for batch in chunks:
+            yield np.concatenate([next(encoded) for _ in batch])
+
+
+class _EncodedChunks(torch.utils.data.Dataset):
+    def __init__(self, faces: _LabelledFaces, encode, factors, chunks):
+        self.faces, self.encode, self.factors, self.chunks = faces, encode, factors, chunks
+
+    def __len__(self):
+        return len(self.chunks)
+
+    def __getitem__(self, i):
+        lo, hi = self.chunks[i]
+        return self.encode(self.faces.render(self.factors[lo:hi]))
 
 
 def renderer_of(packed, prior: str | None = None):
@@ -167,25 +205,29 @@ def _factors_text(renderer, factors: str) -> str:
 
 
 def _sampling_scores(run, faces, names, n, n_eval, seed, batch_size, group) -> dict:
+    from facevae.common.threads import usable_cores
     from facevae.metrics.suite import ground_truth_metrics
 
     if faces is None:
         raise ValueError(f"{run.root}: its factors are not the built-in renderers'; the sampling metrics need one")
     columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
-    return ground_truth_metrics(_LabelledFaces(faces, columns), _encoder(run, group), seed, metrics=names,
+    # Forked workers share the model; started any other way they would need it pickled.
+    forks = "fork" in torch.multiprocessing.get_all_start_methods()
+    workers = usable_cores() if usable_cores() > 1 and forks else 0
+    observations = _LabelledFaces(faces, columns, run.data.image_size, workers)
+    return ground_truth_metrics(observations, _encoder(run, group), seed, metrics=names,
                                 num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
 
 
-def _encoder(run, group: str, chunk: int = 256):
+def _encoder(run, group: str, chunk: int = ENCODER_CHUNK):
     @torch.no_grad()
     def encode(observations) -> np.ndarray:
         images, attributes = observations
         codes = []
         for lo in range(0, len(images), chunk):
-            x = torch.from_numpy(np.ascontiguousarray(images[lo:lo + chunk])).permute(0, 3, 1, 2)
-            y = None if attributes is None else torch.from_numpy(attributes[lo:lo + chunk]).float()
-            x, _ = run.data.prepare_batch((x, y))
-            latents = run.model.encode(x, run.condition_of(y) if y is not None else None, through=group)
+            y = None if attributes is None else attributes[lo:lo + chunk]
+            latents = run.model.encode(images[lo:lo + chunk], run.condition_of(y) if y is not None else None,
+                                       through=group)
             codes.append(latents.codes(group))
         return torch.cat(codes).numpy()
 

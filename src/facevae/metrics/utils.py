@@ -16,7 +16,14 @@ The ground-truth-data contract used by the sampling metrics (synthetic faces, dS
 * ``factor_sizes`` (or ``factors_num_values``): number of values of every factor;
 * ``sample_factors(n, random_state)`` -> int ``(n, K)``;
 * ``render(factors)`` -> observations (for example uint8 ``(n, H, W, C)``), or
-  ``sample_observations_from_factors(factors, random_state)`` (disentanglement_lib's name).
+  ``sample_observations_from_factors(factors, random_state)`` (disentanglement_lib's name);
+* optionally ``encode_batches(factors, encode, batch_size)`` -> the codes of consecutive
+  ``batch_size`` rows, one batch at a time, as ``encode`` gives them for the batch's observations:
+  a deterministic renderer may render and encode them in other processes (:func:`encode_factors`).
+
+The sampling metrics make all their random draws first, in disentanglement_lib's order, and only
+then render and encode; with a renderer that draws nothing (``render(factors)``) that gives the
+same observations as interleaving the two.
 
 and ``encode(observations) -> codes (n, D)`` (numpy, or a CPU/GPU torch tensor).
 """
@@ -101,11 +108,25 @@ def to_numpy(codes) -> np.ndarray:
     return codes
 
 
-def encode_all(encode, observations, n: int) -> np.ndarray:
-    codes = to_numpy(encode(observations))
+def _checked(codes, n: int) -> np.ndarray:
+    codes = to_numpy(codes)
     if len(codes) != n:
         raise ValueError(f"encode returned {len(codes)} codes for {n} observations")
     return codes
+
+
+def encode_factors(data, encode, factors: np.ndarray, random_state, batch_size: int) -> np.ndarray:
+    """Codes ``(N, D)`` of the observations of ``factors`` ``(N, K)``, rendered and encoded
+    ``batch_size`` rows at a time (by ``data.encode_batches`` where it has one)."""
+    batch_size = max(1, int(batch_size))
+    starts = range(0, len(factors), batch_size)
+    elsewhere = getattr(data, "encode_batches", None)
+    codes = (elsewhere(factors, encode, batch_size) if elsewhere is not None else
+             (encode(render(data, factors[lo: lo + batch_size], random_state)) for lo in starts))
+    out = [_checked(c, len(factors[lo: lo + batch_size])) for lo, c in zip(starts, codes)]
+    if len(out) != len(starts):
+        raise ValueError(f"{type(data).__name__}.encode_batches gave {len(out)} batches for {len(starts)}")
+    return np.concatenate(out)
 
 
 def sample_codes(data, encode, num_points: int, random_state, batch_size: int = 16):
@@ -115,15 +136,9 @@ def sample_codes(data, encode, num_points: int, random_state, batch_size: int = 
     ``batch_size`` at a time, rendered and encoded.
     """
     random_state = as_random_state(random_state)
-    codes, factors = [], []
-    done = 0
-    while done < num_points:
-        n = min(batch_size, num_points - done)
-        f = np.asarray(data.sample_factors(n, random_state))
-        codes.append(encode_all(encode, render(data, f, random_state), n))
-        factors.append(f)
-        done += n
-    return np.concatenate(codes), np.concatenate(factors)
+    sizes = [min(batch_size, num_points - lo) for lo in range(0, num_points, batch_size)]
+    factors = np.concatenate([np.asarray(data.sample_factors(n, random_state)) for n in sizes])
+    return encode_factors(data, encode, factors, random_state, batch_size), factors
 
 
 # --- discrete statistics ----------------------------------------------------------------------------

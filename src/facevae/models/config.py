@@ -109,6 +109,9 @@ class ModelConfig:
             if self.loss != "beta":
                 raise ValueError(f"--loss {self.loss} is for the flat models; hvae weighs its KL by beta "
                                  "(with NVAE's KL balancing)")
+            if self.likelihood != "discretized_logistic":
+                raise ValueError(f"--likelihood {self.likelihood} is for the flat models; hvae's likelihood is a "
+                                 "mixture of discretised logistics (--mixtures)")
             if self.channels != 3:
                 raise ValueError("--channels: hvae models RGB images (its likelihood mixes the three channels); got "
                                  f"{self.channels}")

@@ -19,8 +19,13 @@ from torch.distributions import Independent, Normal, kl_divergence
 from facevae.models.base import VAEBase
 from facevae.models.config import ModelConfig
 from facevae.models.latents import LatentGroup, Latents, flat_groups
-from facevae.models.likelihoods import (LOG_SCALE_FLOOR, Bernoulli, DiscretizedGaussian, DiscretizedLogistic,
-                                        bits_per_dim)
+from facevae.models.likelihoods import (
+    LOG_SCALE_FLOOR,
+    Bernoulli,
+    DiscretizedGaussian,
+    DiscretizedLogistic,
+    bits_per_dim,
+)
 from facevae.models.objectives import regulariser
 
 # log σ² is clamped: exp() cannot overflow in the first steps, and a posterior no narrower than

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 class Preset:
     purpose: str
     settings: dict  # ModelConfig and TrainConfig fields by name
+    needs_gpu: str = ""  # why it is no use without one, when that is so
 
 
 PRESETS: dict[str, Preset] = {
@@ -30,6 +31,7 @@ PRESETS: dict[str, Preset] = {
          "kl_warmup_steps": 10000, "batch_size": 64, "lr": 1e-2, "lr_warmup_steps": 1000, "skip_updates": 10.0,
          "precision": "bf16-mixed", "channels_last": True, "on_device": True,
          "max_time": "00:01:00:00", "epochs": 1000, "patience": 0},
+        "on a CPU it trains at about 1 image/s, and its batch of 64 needs more than 24 GiB (docs/benchmarks.md)",
     ),
 }
 
@@ -44,6 +46,18 @@ def apply_preset(settings: dict, name: str | None, given: set[str] = frozenset()
     if unknown:  # a preset naming a setting that no longer exists is a bug here, not the user's
         raise KeyError(f"preset {name} sets unknown settings {sorted(unknown)}")
     return {**settings, **{k: v for k, v in PRESETS[name].settings.items() if k not in given}}
+
+
+def preset_warning(name: str | None, accelerator: str) -> str | None:
+    """A warning when the preset is for a GPU and the run will have none."""
+    preset = PRESETS.get(name) if name else None
+    if preset is None or not preset.needs_gpu or accelerator == "gpu":
+        return None
+    import torch
+
+    if torch.cuda.is_available() and accelerator != "cpu":
+        return None
+    return f"--preset {name} is for a GPU and this run has none: {preset.needs_gpu}"
 
 
 def presets_help() -> str:
