@@ -205,15 +205,15 @@ def _factors_text(renderer, factors: str) -> str:
 
 
 def _sampling_scores(run, faces, names, n, n_eval, seed, batch_size, group) -> dict:
-    from facevae.common.threads import usable_cores
     from facevae.metrics.suite import ground_truth_metrics
 
     if faces is None:
         raise ValueError(f"{run.root}: its factors are not the built-in renderers'; the sampling metrics need one")
     columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
-    # Forked workers share the model; started any other way they would need it pickled.
+    # As many workers as this process has threads (a sweep worker sharing the machine has fewer). Forked,
+    # they share the model; started any other way they would need it pickled.
     forks = "fork" in torch.multiprocessing.get_all_start_methods()
-    workers = usable_cores() if usable_cores() > 1 and forks else 0
+    workers = torch.get_num_threads() if torch.get_num_threads() > 1 and forks else 0
     observations = _LabelledFaces(faces, columns, run.data.image_size, workers)
     return ground_truth_metrics(observations, _encoder(run, group), seed, metrics=names,
                                 num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
