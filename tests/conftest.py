@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,11 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ["OMP_NUM_THREADS"] = str(threads_per_process(_workers))
     share_cores(_workers)
+
+# Some tests press Ctrl-C on the subprocesses they start. A suite started in the background by a
+# non-interactive shell inherits SIGINT ignored, and so would they: give them Python's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def celeba_image(i: int) -> Image.Image:
