@@ -211,9 +211,10 @@ def _sampling_scores(run, faces, names, n, n_eval, seed, batch_size, group) -> d
         raise ValueError(f"{run.root}: its factors are not the built-in renderers'; the sampling metrics need one")
     columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
     # As many workers as this process has threads (a sweep worker sharing the machine has fewer). Forked,
-    # they share the model; started any other way they would need it pickled.
+    # they share a model on the CPU; started any other way they would need it pickled, and CUDA cannot fork.
     forks = "fork" in torch.multiprocessing.get_all_start_methods()
-    workers = torch.get_num_threads() if torch.get_num_threads() > 1 and forks else 0
+    on_cpu = all(p.device.type == "cpu" for p in run.model.parameters())
+    workers = torch.get_num_threads() if torch.get_num_threads() > 1 and forks and on_cpu else 0
     observations = _LabelledFaces(faces, columns, run.data.image_size, workers)
     return ground_truth_metrics(observations, _encoder(run, group), seed, metrics=names,
                                 num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
