@@ -234,8 +234,9 @@ def test_a_gpu_preset_warns_when_the_run_will_have_no_gpu(monkeypatch, capsys):
 
     def config_of(*extra):
         argv = ["train", "--data", "d", "--run-dir", "r", *extra]
-        args = build_parser().parse_args(argv)
-        args.typed_settings = given_dests(build_parser(), argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.typed_settings = given_dests(parser, argv)
         run_config_from_args(args)
         return capsys.readouterr().err
 

@@ -72,9 +72,6 @@ def _generate_points(data, encode, batch_size, num_points, random_state, encode_
     groups = [(lo, min(lo + per_group, num_points)) for lo in range(0, num_points, per_group)]
     factors = np.concatenate([np.concatenate(first[lo:hi] + second[lo:hi]) for lo, hi in groups])
     codes = utils.encode_factors(data, encode, factors, random_state, 2 * per_group * batch_size)
-    features, at = [], 0
-    for lo, hi in groups:
-        z = codes[at: at + 2 * (hi - lo) * batch_size].reshape(2, hi - lo, batch_size, -1)
-        features.append(np.mean(np.abs(z[0] - z[1]), axis=1))
-        at += 2 * (hi - lo) * batch_size
-    return np.concatenate(features), index
+    ends = np.cumsum([2 * (hi - lo) * batch_size for lo, hi in groups])
+    pairs = [z.reshape(2, -1, batch_size, z.shape[-1]) for z in np.split(codes, ends[:-1])]
+    return np.concatenate([np.mean(np.abs(z[0] - z[1]), axis=1) for z in pairs]), index

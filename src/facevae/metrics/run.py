@@ -152,7 +152,7 @@ class _LabelledFaces:
         # A worker has as many chunks in hand as a batch holds, so that none waits for the main process.
         ahead = ({"prefetch_factor": -(-len(chunks[0]) // self.workers) + 1, "multiprocessing_context": "fork"}
                  if self.workers else {})
-        loader = torch.utils.data.DataLoader(_EncodedChunks(self, encode, factors, sum(chunks, [])), batch_size=None,
+        loader = torch.utils.data.DataLoader(_EncodedChunks(self, encode, factors, [c for batch in chunks for c in batch]), batch_size=None,
                                              num_workers=self.workers, **ahead)
         encoded = iter(loader)
         for batch in chunks:
