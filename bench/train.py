@@ -1,9 +1,10 @@
 """Training-engine benchmarks: images/s end to end, the model step alone, memory, quality at a budget.
 
-For the default conditional VAE (cvae, width k=2, latent 64, 64x64, conditioned on all the
-dataset's attributes, AdamW, batch 64). Each figure is compared with a plain baseline measured in
-the same run, as a ratio, because these machines are noisy. Prints a Markdown table for
-docs/benchmarks.md and keeps every number in WORKDIR/results.json.
+For the conditional VAE that was the default until bench/time_to_quality.py chose width 1 (cvae,
+width k=2, latent 64, 64x64, conditioned on all the dataset's attributes, AdamW, batch 64). Each
+figure is compared with a plain baseline measured in the same run, as a ratio, because these
+machines are noisy. Prints a Markdown table for docs/benchmarks.md and keeps every number in
+WORKDIR/results.json.
 
 Sub-benchmarks (--only, comma-separated; default: all but quality):
 
@@ -59,7 +60,8 @@ def timed(fn):
 # --- the model under test -------------------------------------------------------------------------
 
 def default_cvae(attribute_names: list[str], seed: int = 0):
-    """The issue's default CVAE: width 2, latent 64, 64x64, conditioned on every attribute."""
+    """The former default CVAE, as the speed figures were first taken on it: width 2, latent 64, 64x64, every
+    attribute as the condition."""
     from facevae.models import ModelConfig, build_model
 
     torch.manual_seed(seed)

@@ -14,7 +14,7 @@ from facevae.cli import build_parser, main
 from facevae.common.settings import add_arguments, check_settings, setting, type_hints, values_from_args
 from facevae.models.config import MODEL_NAMES, ModelConfig
 from facevae.recognition.config import ClassifierConfig
-from facevae.training.config import TrainConfig
+from facevae.training.config import TrainConfig, resolve_precision
 
 # Not 1:1 with a field: --conditions makes condition_names, --resume continues a run.
 TRAIN_EXTRA = {"--conditions", "--preset", "--resume", "-h", "--help"}
@@ -200,7 +200,7 @@ BAD_TRAIN_ARGUMENTS = [
     (["--max-time", "00:00:00:-5"], "--max-time must be DD:HH:MM:SS"),
     (["--max-time", "00:00:00:00"], "more than zero in all"),
     (["--lr-schedule", "sometimes"], "--lr-schedule must be one of cosine, plateau, none"),
-    (["--precision", "8-bit"], "--precision must be one of 32-true"),
+    (["--precision", "8-bit"], "--precision must be one of auto, 32-true"),
     (["--num-nodes", "0"], "--num-nodes must be >= 1"),
     (["--devices", "0,x"], "--devices must be auto, a count"),
     (["--devices", "two"], "--devices must be auto, a count"),
@@ -259,3 +259,24 @@ def test_nothing_below_the_command_line_imports_it():
         assert not re.search(r"facevae\.cli\b|from facevae import cli", path.read_text()), path
     for path in (src / "common").rglob("*.py"):
         assert not re.search(r"^\s*(from|import) facevae\.(?!common)", path.read_text(), re.M), path
+
+
+@pytest.mark.parametrize("cuda, bf16_gpu, amx, accelerator, chosen", [
+    (False, False, True, "auto", "bf16-mixed"),   # a CPU that multiplies bfloat16 itself (AMX tiles)
+    (False, False, False, "auto", "32-true"),     # one that would only emulate it
+    (False, False, True, "cpu", "bf16-mixed"),
+    (True, True, False, "auto", "bf16-mixed"),    # a GPU with bfloat16 goes first under auto
+    (True, False, True, "gpu", "32-true"),        # an old GPU: float32, whatever the CPU can do
+    (True, True, False, "cpu", "32-true"),        # the CPU asked for, a GPU present
+])
+def test_auto_precision_is_bfloat16_only_where_the_hardware_computes_it(monkeypatch, cuda, bf16_gpu, amx,
+                                                                        accelerator, chosen):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", accelerator) == chosen
+    assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # a precision asked for is kept
+    assert TrainConfig().precision == ClassifierConfig().precision == "auto"

@@ -31,6 +31,9 @@ class DemoSettings:
     max_time: str | None = "00:00:05:30"  # a wall-clock cap on training (DD:HH:MM:SS)
     kl_warmup_steps: int = 0
     seed: int = 0
+    # Float32 on every CPU: what the demo shows (its dimension table above all) is then the same with or without
+    # AMX; under bfloat16 autocast its dimensions' margins came out too thin to name four factors.
+    precision: str = "32-true"
     # Rendered at the model's side: resizing costs more than rendering, in training and in every metric's fresh
     # observations, and the faces look the same (docs/benchmarks.md, "The demo").
     faces_size: int = 32
@@ -102,7 +105,7 @@ def demo_run_config(dataset, split: str, run_dir: Path, s: DemoSettings, progres
                     kl_warmup_steps=s.kl_warmup_steps),
         TrainConfig(data=str(dataset.root), split=split, run_dir=str(run_dir), epochs=s.epochs, patience=0,
                     batch_size=s.batch_size, lr=s.lr, seed=s.seed, max_time=s.max_time, eval_k=16,
-                    eval_batches=2, progress=progress, checkpoint_every_steps=0),
+                    eval_batches=2, progress=progress, checkpoint_every_steps=0, precision=s.precision),
     )
 
 

@@ -16,7 +16,7 @@ from facevae.common.settings import check_settings, flag_name, setting
 MODEL_NAMES = ("vae", "cvae", "betavae", "hvae")
 IMAGE_SIZES = (32, 64, 128)
 CONDITION_MODES = ("vector", "embedding")
-LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian", "bernoulli")
+LIKELIHOOD_NAMES = ("discretized_logistic", "gaussian", "bernoulli", "logistic_mixture")
 NORMS = ("batch", "group")
 LOSSES = ("beta", "tcvae", "capacity")
 # Beyond this the two linear layers around z dominate the model (and its checkpoints).
@@ -48,7 +48,8 @@ class ModelConfig:
                          "needs an effective beta > 1), hvae (hierarchical, NVAE-like; conditional with "
                          "--conditional)", choices=MODEL_NAMES)
     latent_dim: int = setting(64, "M, the size of z", at_least=1)
-    width: int = setting(2, "channel multiplier k: the encoder has 32k, 64k, 128k, 256k channels (the report's k=1,2,4)",
+    width: int = setting(1, "channel multiplier k: the encoder has 32k, 64k, 128k, 256k channels (the report's k=1,2,4; "
+                         "1 learns fastest on a CPU, 2 or 4 for long runs on a GPU)",
                          at_least=1)
     image_size: int = setting(64, "side of the square images the model sees", choices=IMAGE_SIZES)
     channels: int = setting(3, "image channels (packed datasets hold RGB: 3)", at_least=1)
@@ -62,7 +63,8 @@ class ModelConfig:
                                       "comparable across latent and input sizes; overrides --beta", above=0)
     likelihood: str = setting("discretized_logistic", "discretized_logistic (mean and scale per sub-pixel) or "
                               "gaussian (discretised, one learned scale per channel: MSE-like and fast) or "
-                              "bernoulli (black or white per sub-pixel: binary images such as dSprites)",
+                              "bernoulli (black or white per sub-pixel: binary images such as dSprites) or "
+                              "logistic_mixture (PixelCNN++'s mixture of --mixtures logistics per RGB pixel)",
                               choices=LIKELIHOOD_NAMES)
     free_bits: float = setting(0.0, "nats per latent dimension below which its batch-mean KL is not penalised "
                                "(Kingma et al. 2016; 0: off)", at_least=0)
@@ -91,8 +93,8 @@ class ModelConfig:
                                    "after it)", at_least=0, group="hierarchical model")
     hvae_expansion: int = setting(6, "hvae: expansion of the decoder cells' inverted residual (NVAE: 6)", at_least=1,
                                   group="hierarchical model")
-    mixtures: int = setting(10, "hvae: logistic mixture components of the likelihood (PixelCNN++, NVAE: 10)",
-                            at_least=1, group="hierarchical model")
+    mixtures: int = setting(10, "logistic mixture components of hvae's likelihood and of --likelihood "
+                            "logistic_mixture (PixelCNN++, NVAE: 10)", at_least=1)
     spectral_lambda: float = setting(0.1, "hvae: weight of the spectral regularisation of every convolution and "
                                      "the BatchNorm scales (NVAE: 0.1)", at_least=0, group="hierarchical model")
 
@@ -116,6 +118,9 @@ class ModelConfig:
                 raise ValueError("--channels: hvae models RGB images (its likelihood mixes the three channels); got "
                                  f"{self.channels}")
             self.hvae_scales()  # the groups must fit the image size
+        if self.likelihood == "logistic_mixture" and self.channels != 3:
+            raise ValueError(f"--likelihood logistic_mixture models RGB pixels (it mixes the three channels); "
+                             f"--channels is {self.channels}")
         if self.model == "betavae" and self.effective_beta <= 1:
             raise ValueError(f"model config: betavae needs beta > 1 (or a beta_norm giving one), got "
                              f"{self.effective_beta:g}; use model 'vae' or 'cvae' for beta <= 1")

@@ -24,6 +24,7 @@ from facevae.models.likelihoods import (
     Bernoulli,
     DiscretizedGaussian,
     DiscretizedLogistic,
+    DiscretizedMixtureLogistic,
     bits_per_dim,
 )
 from facevae.models.objectives import regulariser
@@ -72,6 +73,14 @@ class ConvDecoder(nn.Sequential):
         super().__init__(*layers)
 
 
+def _observation_channels(config: ModelConfig) -> int:
+    """What the decoder outputs per pixel: the likelihood's parameters."""
+    if config.likelihood == "logistic_mixture":
+        return 10 * config.mixtures  # per component: a logit, and per channel a mean, a scale, a coefficient
+    one_map = config.likelihood in ("gaussian", "bernoulli")  # a mean (or logit) per sub-pixel, no scale
+    return config.channels * (1 if one_map else 2)
+
+
 class ConvVAE(VAEBase):
     """The flat VAE: one latent vector z with a N(0, I) prior, convolutional encoder and decoder."""
 
@@ -85,8 +94,7 @@ class ConvVAE(VAEBase):
         self.to_posterior = nn.Linear(features + cond_dim, 2 * config.latent_dim)
         self.from_latent = nn.Linear(config.latent_dim + cond_dim, features)
         gaussian = config.likelihood == "gaussian"
-        one_map = gaussian or config.likelihood == "bernoulli"  # a mean (or logit) per sub-pixel, no scale
-        self.decoder = ConvDecoder(widths, config.channels * (1 if one_map else 2), config.norm)
+        self.decoder = ConvDecoder(widths, _observation_channels(config), config.norm)
         # The Gaussian's scale is one number per channel, not predicted: that is what makes it MSE-like.
         # Start at a tenth of the [-1, 1] range, about the error of a blurry first reconstruction.
         self.pixel_log_scale = nn.Parameter(torch.full((config.channels,), math.log(0.1))) if gaussian else None
@@ -115,12 +123,14 @@ class ConvVAE(VAEBase):
         return Latents(self.latent_groups, q.loc, q.scale)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None
-               ) -> DiscretizedLogistic | DiscretizedGaussian | Bernoulli:
+               ) -> DiscretizedLogistic | DiscretizedGaussian | Bernoulli | DiscretizedMixtureLogistic:
         h = F.leaky_relu(self.from_latent(_cat(z, self.condition(c))), 0.2)
         out = self.decoder(h.view(-1, *self._top))
         C = self.config.channels
         if self.config.likelihood == "bernoulli":
             return Bernoulli(out)
+        if self.config.likelihood == "logistic_mixture":
+            return DiscretizedMixtureLogistic(out, self.config.mixtures)
         if self.pixel_log_scale is not None:
             return DiscretizedGaussian(torch.tanh(out), self.pixel_log_scale.clamp(min=LOG_SCALE_FLOOR).view(1, C, 1, 1))
         return DiscretizedLogistic(torch.tanh(out[:, :C]), out[:, C:].clamp(min=LOG_SCALE_FLOOR))

@@ -31,6 +31,7 @@ from facevae.recognition.data import ClassifierDataModule
 from facevae.recognition.module import ClassifierModule
 from facevae.training.callbacks import MetricsFile
 from facevae.training.checkpoints import export_weights, read_exported
+from facevae.training.config import resolve_precision
 from facevae.training.console import lightning_quiet
 from facevae.training.run import (
     best_model,
@@ -50,6 +51,7 @@ def resolve_config(config: ClassifierConfig) -> ClassifierConfig:
     augment_spec(config.augment)
     if not config.data or not config.run_dir:
         raise ValueError("--data and --run-dir are needed (or --resume RUN)")
+    config.precision = resolve_precision(config.precision, config.accelerator)
     packed = PackedDataset(config.data)
     available = packed.attribute_names
     if not config.attributes or config.attributes == ["all"]:

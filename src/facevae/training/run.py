@@ -54,7 +54,7 @@ from facevae.training.checkpoints import (
     reexport_fix,
     safe_load,
 )
-from facevae.training.config import RunConfig
+from facevae.training.config import RunConfig, resolve_precision
 from facevae.training.console import lightning_quiet
 from facevae.training.logs import ResumableCSVLogger
 from facevae.training.module import VAEModule
@@ -263,6 +263,7 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
 def _train_held(config: RunConfig, run_dir: Path, resume_from: Path | None, launched_copy: bool, callbacks) -> dict:
     t = config.train
     t.data = str(Path(t.data).resolve())  # the run can then be opened, resumed or moved from any folder
+    t.precision = resolve_precision(t.precision, t.accelerator)  # config.yaml says what "auto" chose
     L.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
     if config.model.is_conditional and not config.model.condition_names:
