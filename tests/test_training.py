@@ -72,11 +72,10 @@ def test_the_default_settings_learn_a_small_set_within_a_few_epochs(data, tmp_pa
                  "--eval-k", "4", "--no-progress"]) == 0
     config = RunConfig.load(run / "config.yaml")
     assert (config.model.width, config.train.batch_size, config.train.lr) == (1, 32, 2e-3)
-    epochs = json.loads((run / "metrics.json").read_text())["epochs"]
-    val = [e["val_bpd"] for e in epochs]
+    metrics = json.loads((run / "metrics.json").read_text())
+    val = [e["val_bpd"] for e in metrics["epochs"]]
     assert len(val) == 8 and val[-1] < val[0] - 1.0, val  # it learns, by a margin
-    test = json.loads((run / "metrics.json").read_text())["test"]
-    assert test["test_bits_per_dim"] < 7.8, test  # 7.29 measured; about 9 untrained
+    assert metrics["test"]["test_bits_per_dim"] < 7.8, metrics["test"]  # 7.29 measured; about 9 untrained
 
 
 def test_fixed_seed_gives_identical_weights(data, tmp_path):
