@@ -222,3 +222,45 @@ def test_seeds_repeat_every_point_and_the_report_aggregates_them(tiny_data, tmp_
     assert "Which β" in page and "Rule:" in page and "mean ± s.d." in page
     assert main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "x"), "--param", "seed=0,1", "--seeds",
                  "2", *TRIAL]) == 2
+
+
+def test_together_trains_every_point_as_one_stack_and_scores_each_as_a_trial(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", str(tiny_data), "--out", str(out), "--param", "beta=1,4", "--seeds", "2", "--together",
+            "--objective", "val_elbo", "--objective2", "mig", "--metric-n", "20", "--metric-n-eval", "5", *TRIAL]
+    assert main(argv) == 0
+    trials = trials_of(out)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert sorted((t.params["beta"], t.params["seed"]) for t in trials) == [(1.0, 0), (1.0, 1), (4.0, 0), (4.0, 1)]
+    for t in trials:
+        run = Path(t.user_attrs["run_dir"])
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["trained_together"] == 4 and (run / "model.safetensors").is_file()
+        assert t.values == [metrics["best_val_elbo"], metrics["disentanglement"]["scores"]["mig"]]
+    assert (out / "stack-0000" / "checkpoints" / "last.ckpt").is_file()
+    assert "4 trials together" in capsys.readouterr().out
+    # what cannot train as one stack is said before anything runs
+    for extra, message in ((["--param", "width=1,2"], "these differ too: width"), (["--workers", "2"], "--workers")):
+        assert main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "x"), "--param", "beta=1,4",
+                     "--together", *extra, *TRIAL]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_stopped_stack_queues_its_points_again(tiny_data, tmp_path, monkeypatch, capsys):
+    def stopped(configs, stack_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("facevae.training.together.train_together", stopped)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", str(tiny_data), "--out", str(out), "--param", "beta=1,4", "--together", *TRIAL]
+    assert main(argv) == 130
+    assert "queued again" in capsys.readouterr().err
+    trials = trials_of(out)
+    assert sorted(t.state.name for t in trials) == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    assert sorted(t.params["beta"] for t in trials if t.state == TrialState.WAITING) == [1.0, 4.0]
+    monkeypatch.undo()
+    assert main(argv) == 0  # the same command trains the queued points
+    done = [t for t in trials_of(out) if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["beta"] for t in done) == [1.0, 4.0]

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         "--study. --trials is the study's total, shared by all workers. A killed worker's trial is marked "
         "failed after --grace-period seconds without a heartbeat and its point is queued once more. With "
         "--pruner auto, runs whose validation ELBO falls below the median are stopped early when the objective "
-        "is an ELBO. `facevae sweep-report OUT` shows the result.",
+        "is an ELBO. --together trains all the points at once as one stacked model, in OUT/stack-NNNN (each trial's "
+        "run directory as before). `facevae sweep-report OUT` shows the result.",
     )
     s = p.add_argument_group("sweep")
     s.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
@@ -52,6 +53,9 @@ def register(subparsers) -> None:
                    "(0, 1, ...): the report shows each figure's spread over them")
     s.add_argument("--metrics", default="", help="disentanglement metrics every trial records beside the objectives "
                    "(all, or some of beta_vae,factor_vae,mig,dci,sap,modularity), for the report")
+    s.add_argument("--together", action="store_true", help="train every point as one stacked model (torch.func.vmap): "
+                   "the points may differ only in beta, beta-norm and seed, of a flat model with --loss beta; each "
+                   "trial still gets its own run directory, metrics and checkpoints, as if trained alone")
     s.add_argument("--heartbeat-interval", type=int, default=60, help="seconds between a worker's heartbeats")
     s.add_argument("--grace-period", type=int, default=None, help="seconds without a heartbeat before a trial "
                    "counts as killed (default: twice the interval)")
@@ -94,6 +98,8 @@ def sweep_config_from_args(args: argparse.Namespace):
     for warning in check_space(space, base, args.conditions):
         print(f"facevae: warning: {warning}", file=sys.stderr)
     out = args.out.resolve()
+    if args.together:
+        check_together(space, base, args)
     check_storage_url(_storage_url(args.storage, out))
     return SweepConfig(
         out=str(out), storage=_storage_url(args.storage, out), study=args.study or out.name,
@@ -101,7 +107,17 @@ def sweep_config_from_args(args: argparse.Namespace):
         trials=_trials(args, grid_size(space)), sampler=args.sampler, pruner=args.pruner, metric_n=args.metric_n,
         metric_n_eval=args.metric_n_eval, sampler_seed=args.sampler_seed, heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period, base=base, conditions=args.conditions,
-        metrics=parse_metric_names(args.metrics) if args.metrics else [])
+        metrics=parse_metric_names(args.metrics) if args.metrics else [], together=args.together)
+
+
+def check_together(space: dict, base: dict, args: argparse.Namespace) -> None:
+    """A one-line error, before anything starts, for a sweep whose points cannot train as one stack."""
+    from facevae.sweeps.search_space import grid, trial_config
+    from facevae.training.together import check_members
+
+    if args.workers > 1:
+        raise ValueError("--together trains the whole sweep in one process: leave out --workers")
+    check_members([trial_config(base, params, args.conditions, "unused") for params in grid(space)])
 
 
 def _storage_url(url: str | None, out: Path) -> str:

@@ -135,21 +135,25 @@ class ConvVAE(VAEBase):
             return DiscretizedGaussian(torch.tanh(out), self.pixel_log_scale.clamp(min=LOG_SCALE_FLOOR).view(1, C, 1, 1))
         return DiscretizedLogistic(torch.tanh(out[:, :C]), out[:, C:].clamp(min=LOG_SCALE_FLOOR))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> dict:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> dict:
+        """``noise``: the ε of z = μ + σ·ε, (B, D); None draws it from torch's global generator (as rsample)."""
         posterior = self.posterior(x, c)
-        z = posterior.rsample()  # reparameterisation: z = μ + σ·ε, differentiable in μ and σ
+        q = posterior.base_dist
+        # reparameterisation: differentiable in μ and σ; rsample's own formula, so a given ε gives its z exactly
+        z = posterior.rsample() if noise is None else q.loc + noise.to(q.loc.dtype) * q.scale
         return {"posterior": posterior, "z": z, "observation": self.decode(z, c)}
 
-    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | None = None,
-             step: int | None = None) -> dict:
+    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, kl_weight: float | torch.Tensor | None = None,
+             step: int | None = None, noise: torch.Tensor | None = None) -> dict:
         """Training objective and the terms to log (per-image means, nats).
 
         loss = recon + the objective's regulariser (objectives.py: β·KL with free bits by default,
         β-TCVAE, capacity annealing); kl_weight defaults to β, ``step`` is the optimiser step (for
         schedules). elbo and bits_per_dim are the true bound (weight 1, no free bits), comparable
         across runs; bits_per_dim is an upper bound on the discrete NLL (see importance_log_likelihood).
+        ``noise``: the reparameterisation's ε (see forward), for models trained as one stack (torch.func.vmap).
         """
-        out = self(x, c)
+        out = self(x, c, noise)
         recon = -out["observation"].log_prob(x)  # (B,)
         kl = kl_divergence(out["posterior"].base_dist, self.prior(x.shape[0]).base_dist)  # (B, D), analytic
         weight = self.config.effective_beta if kl_weight is None else kl_weight

@@ -47,6 +47,7 @@ class SweepConfig:
     base: dict = field(default_factory=dict)  # the base settings, {"model": ..., "train": ...} (see base_settings)
     conditions: str = "all"  # --conditions of the trials whose model is conditional
     metrics: list[str] = field(default_factory=list)  # suite metrics every trial records beside the objectives
+    together: bool = False  # the trials' models trained as one stack (facevae.training.together)
 
     def save(self) -> Path:
         from facevae.common.files import write_json_atomic
@@ -130,17 +131,23 @@ def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> 
     from facevae.sweeps.pruning import ReportValidationElbo
     from facevae.training.run import train
 
+    run_dir, run_config = trial_run(trial, config, params)
+    # Multi-objective studies cannot prune (Optuna refuses intermediate values there).
+    callbacks = [ReportValidationElbo(trial)] if len(config.objectives) == 1 else []
+    metrics = train(run_config, callbacks=callbacks)
+    return objective_values(run_dir, metrics, config.objectives, config.metric_n, config.metric_n_eval,
+                            extra=config.metrics)
+
+
+def trial_run(trial: optuna.Trial, config: SweepConfig, params: dict):
+    """(run directory, RunConfig) of a trial at ``params``, recorded in its user attributes."""
     run_dir = Path(config.out) / f"trial-{trial.number:04d}"
     run_config = trial_config(config.base, params, config.conditions, run_dir)
     model = run_config.model
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("beta", model.effective_beta)
     trial.set_user_attr("beta_norm", model.effective_beta * model.latent_units / model.input_dim)
-    # Multi-objective studies cannot prune (Optuna refuses intermediate values there).
-    callbacks = [ReportValidationElbo(trial)] if len(config.objectives) == 1 else []
-    metrics = train(run_config, callbacks=callbacks)
-    return objective_values(run_dir, metrics, config.objectives, config.metric_n, config.metric_n_eval,
-                            extra=config.metrics)
+    return run_dir, run_config
 
 
 def _value(values):
@@ -165,6 +172,15 @@ def run_worker(config: SweepConfig, worker: int = 0, workers_here: int = 1) -> N
     work_on(open_study(config, worker), config, worker)
 
 
+def report_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: SweepConfig, worker: int = 0) -> None:
+    """The progress line of a trial that ended."""
+    if not trial.user_attrs.get("surplus"):
+        values = ", ".join(f"{n}={v:.4g}" for n, v in zip(config.objectives, trial.values or []))
+        detail = values or trial.user_attrs.get("error", "")
+        print(f"[worker {worker}] trial {trial.number:04d} {trial.state.name.lower()} {detail} "
+              f"({budget.finished(study)}/{config.trials} finished)", flush=True)
+
+
 class _Progress:
     """After each trial: a progress line, and stop when no trial is left to ask for."""
 
@@ -172,11 +188,7 @@ class _Progress:
         self.config, self.worker = config, worker
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if not trial.user_attrs.get("surplus"):
-            values = ", ".join(f"{n}={v:.4g}" for n, v in zip(self.config.objectives, trial.values or []))
-            detail = values or trial.user_attrs.get("error", "")
-            print(f"[worker {self.worker}] trial {trial.number:04d} {trial.state.name.lower()} {detail} "
-                  f"({budget.finished(study)}/{self.config.trials} finished)", flush=True)
+        report_trial(study, trial, self.config, self.worker)
         if budget.budget_left(study, self.config.trials) == 0:
             study.stop()
 
@@ -186,6 +198,11 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     Path(config.out).mkdir(parents=True, exist_ok=True)  # the default SQLite file goes there
     study = open_study(config)  # created once here, so that the workers only ever join it
     config.save()  # only once the study is known to be this sweep's
+    if config.together:
+        from facevae.sweeps.together import run_together
+
+        run_together(study, config)
+        return study
     if workers == 1:
         run_worker(config)
         return study

@@ -51,10 +51,13 @@ def _hwc(images: torch.Tensor):
 
 
 class MetricsFile(L.Callback):
-    """Keeps ``metrics.json`` current: per-epoch validation numbers, the best so far, test results."""
+    """Keeps ``metrics.json`` current: per-epoch validation numbers, the best so far, test results.
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    ``prefix``: read the logged numbers named with it (a member of a stack logs ``m3/val_elbo``), written without.
+    """
+
+    def __init__(self, path: Path, prefix: str = ""):
+        self.path, self.prefix = Path(path), prefix
         self.data = read_metrics(self.path) if self.path.is_file() else {"epochs": []}
         self.data.setdefault("epochs", [])
         # training seconds so far, over every session of the run (a resumed one goes on from its last row)
@@ -65,12 +68,16 @@ class MetricsFile(L.Callback):
         self._started = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
+        if not trainer.sanity_checking and trainer.is_global_zero:
+            self.record(trainer)
+
+    def record(self, trainer) -> None:
+        """This epoch's row: its step, the training seconds so far and the logged numbers."""
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         if self._started is not None:
             row["seconds"] = round(self._before + time.perf_counter() - self._started, 1)
-        row |= {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val_", "train_"))}
+        named = tuple(self.prefix + stage for stage in ("val_", "train_"))
+        row |= {k.removeprefix(self.prefix): _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(named)}
         self.data["epochs"] = [e for e in self.data["epochs"] if e["epoch"] != row["epoch"]] + [row]
         write_json_atomic(self.path, self.data)
 

@@ -102,20 +102,22 @@ class WeightsEMA(WeightAveraging):
         pass
 
 
-def lightning_trainer(t, run_dir: Path, monitor: str, mode: str, callbacks=(), **overrides) -> L.Trainer:
+def lightning_trainer(t, run_dir: Path, monitor: str | None, mode: str, callbacks=(), **overrides) -> L.Trainer:
     """The Trainer every facevae run uses (``t``: a TrainConfig, or any config with its fields).
 
     best.ckpt by ``monitor`` and last.ckpt, both written atomically; early stopping that also stops
     on a non-finite monitor; CSV and TensorBoard logs; an EMA of the weights when ``t.ema`` > 0.
+    ``monitor`` None: last.ckpt only, no early stopping (the callbacks given keep what is best).
     """
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                           save_top_k=1, save_last=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
                            every_n_train_steps=t.checkpoint_every_steps or None, enable_version_counter=False)
-    callbacks = [best, last, *callbacks, LearningRateMonitor("epoch"), RandomState()]
+    best = [] if monitor is None else [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                                                       monitor=monitor, mode=mode, save_top_k=1, save_last=False,
+                                                       enable_version_counter=False)]
+    callbacks = [*best, last, *callbacks, LearningRateMonitor("epoch"), RandomState()]
     if getattr(t, "ema", 0.0):
         callbacks.append(WeightsEMA(decay=t.ema))
-    if t.patience > 0:
+    if t.patience > 0 and monitor is not None:
         # check_finite: a NaN validation metric stops the run instead of waiting out the patience.
         callbacks.append(EarlyStopping(monitor, mode=mode, patience=t.patience, check_finite=True))
     if t.progress:
@@ -260,7 +262,9 @@ def train(config: RunConfig, resume: bool = False, callbacks=()) -> dict:
         return _train_held(config, run_dir, last_ckpt if resume else None, launched_copy, callbacks)
 
 
-def _train_held(config: RunConfig, run_dir: Path, resume_from: Path | None, launched_copy: bool, callbacks) -> dict:
+def seeded_datamodule(config: RunConfig, run_dir: Path, save: bool = True) -> PackedDataModule:
+    """Torch seeded with the run's seed, its data, and ``config`` completed from the data (and saved, if
+    ``save``): the model built next gets the weights the seed gives."""
     t = config.train
     t.data = str(Path(t.data).resolve())  # the run can then be opened, resumed or moved from any folder
     t.precision = resolve_precision(t.precision, t.accelerator)  # config.yaml says what "auto" chose
@@ -271,9 +275,14 @@ def _train_held(config: RunConfig, run_dir: Path, resume_from: Path | None, laun
     if config.model.loss == "tcvae" and not config.model.dataset_size:
         config.model.dataset_size = len(datamodule.indices("train"))  # N of the minibatch-weighted estimate
     config.model.condition_index(datamodule.attribute_names)  # fails early on unknown attribute names
-    if not launched_copy:
+    if save:
         config.save(run_dir / "config.yaml")
+    return datamodule
 
+
+def _train_held(config: RunConfig, run_dir: Path, resume_from: Path | None, launched_copy: bool, callbacks) -> dict:
+    t = config.train
+    datamodule = seeded_datamodule(config, run_dir, save=not launched_copy)
     module = VAEModule(config.to_dict())
     module.condition_columns = config.model.condition_index(datamodule.attribute_names) or None
     metrics = MetricsFile(run_dir / "metrics.json")
