@@ -11,7 +11,7 @@ bar of the issue: does the best β > 1 beat β = 1 on the β-VAE score and on MI
 the spread?
 
     .venv/bin/python bench/beta.py --data dsprites --epochs 4 --seeds 3
-    .venv/bin/python bench/beta.py --data faces --epochs 4 --seeds 3
+    .venv/bin/python bench/beta.py --data faces --epochs 4 --seeds 3 [--together]
     python3 bench/beta.py --data dsprites --n 200000 --epochs 120 --workers 4 \
         --train-flags "--accelerator gpu --on-device"    # 300k steps of batch 64: the literature's budget, on a GPU
 """
@@ -38,23 +38,24 @@ SCORES = {"beta_vae_eval": "β-VAE score", "factor_vae_eval": "FactorVAE score",
 
 
 def ensure_data(work: Path, kind: str, n: int) -> Path:
-    data = work / f"{kind}_{n}"
+    data = work / f"{kind}_{n}" if kind == "dsprites" else work / f"{kind}_{n}_32"  # faces: rendered at the model's size
     if not (data / "splits" / "random.npy").is_file():
         make = (["data", "dsprites", str(data), "--n", str(n)] if kind == "dsprites"
-                else ["data", "synth", str(data), "--n", str(n), "--prior", "uniform"])
+                else ["data", "synth", str(data), "--n", str(n), "--prior", "uniform", "--size", "32"])
         subprocess.run([*FACEVAE, *make], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run([*FACEVAE, "data", "split", str(data), "--strategy", "random"], check=True,
                        stdout=subprocess.DEVNULL)
     return data
 
 
-def sweep(kind: str, data: Path, out: Path, args, *params: str) -> dict:
+def sweep(kind: str, data: Path, out: Path, args, *params: str, together: bool = False) -> dict:
     if not (out / "sweep_report.json").is_file():
         subprocess.run([*FACEVAE, "sweep", "--data", str(data), "--split", "random", "--out", str(out), *params,
                         "--seeds", str(args.seeds), "--objective", "betavae_score", "--metrics",
                         "beta_vae,factor_vae,mig,dci", "--metric-n", str(args.metric_n), "--metric-n-eval",
                         str(args.metric_n // 2), "--epochs", str(args.epochs), "--workers", str(args.workers), *MODEL,
-                        "--likelihood", LIKELIHOOD[kind], *args.train_flags.split()],
+                        "--likelihood", LIKELIHOOD[kind], *(["--together"] if together else []),
+                        *args.train_flags.split()],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "sweep_report.json").read_text())
 
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="training epochs per run (an epoch is 80%% of --n)")
     parser.add_argument("--metric-n", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--together", action="store_true", help="train the β sweep's runs as one stack "
+                        "(`facevae sweep --together`; β-TCVAE's runs are trained one by one)")
     parser.add_argument("--train-flags", default="", help="more `facevae train` flags, e.g. the GPU configuration "
                         "'--accelerator gpu --on-device --batch-size 256 --lr 2e-3'")
     args = parser.parse_args()
@@ -121,7 +124,8 @@ def main() -> None:
     for kind in (["dsprites", "faces"] if args.data == "both" else [args.data]):
         data = ensure_data(args.work, kind, args.n)
         tag = f"{kind}_e{args.epochs}_s{args.seeds}"
-        reports = [sweep(kind, data, args.work / f"beta_{tag}", args, "--param", f"beta={args.betas}")]
+        reports = [sweep(kind, data, args.work / f"beta_{tag}", args, "--param", f"beta={args.betas}",
+                         together=args.together)]
         if args.tcvae_beta:
             reports.append(sweep(kind, data, args.work / f"tcvae_{tag}", args, "--param", "loss=tcvae", "--param",
                                  f"beta={args.tcvae_beta:g}"))

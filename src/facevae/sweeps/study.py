@@ -108,10 +108,15 @@ def _pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
 
 
 # --- one trial -------------------------------------------------------------------------------------------
-def run_trial(trial: optuna.Trial, config: SweepConfig) -> float | list[float]:
+def take_place(trial: optuna.Trial, config: SweepConfig) -> dict:
+    """The trial's point, once it holds a place in the budget (TrialPruned, marked surplus, if none is left)."""
     budget.claim_place(trial, config.trials)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    params = {name: trial.suggest_categorical(name, values) for name, values in config.space.items()}
+    return {name: trial.suggest_categorical(name, values) for name, values in config.space.items()}
+
+
+def run_trial(trial: optuna.Trial, config: SweepConfig) -> float | list[float]:
+    params = take_place(trial, config)
     twin = _finished_twin(trial.study, params)
     if twin is not None:  # TPE may propose a finished point again: reuse it rather than train it twice
         trial.set_user_attr("duplicate_of", twin.number)

@@ -8,10 +8,7 @@ queues its points again, as a stopped worker's trial is, so running the same com
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
-import warnings
 from pathlib import Path
 
 import optuna
@@ -24,40 +21,36 @@ from facevae.sweeps.storage import queue_again
 
 def ask_points(study: optuna.Study, config) -> list[tuple[optuna.Trial, object]]:
     """(trial, RunConfig) of every place left in the budget."""
-    from facevae.sweeps.study import trial_run
+    from facevae.sweeps.study import take_place, trial_run
 
     asked = []
     while budget.budget_left(study, config.trials) > 0:
         trial = study.ask()
         try:
-            budget.claim_place(trial, config.trials)
+            params = take_place(trial, config)
         except optuna.TrialPruned:
             _told(study, trial, state=TrialState.PRUNED)
             break
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("trained_together", True)
-        params = {name: trial.suggest_categorical(name, values) for name, values in config.space.items()}
         asked.append((trial, trial_run(trial, config, params)[1]))
     return asked
 
 
 def run_together(study: optuna.Study, config) -> None:
     """Train the points left in the study as one stack, and tell each trial its values (or its failure)."""
-    from optuna.storages import fail_stale_trials
-
     from facevae.sweeps.study import report_trial
+    from facevae.sweeps.workers import fail_stale
     from facevae.training.together import train_together
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        fail_stale_trials(study)
+    fail_stale(study)
     asked = ask_points(study, config)
     if not asked:
         return
     trials = [trial for trial, _ in asked]
-    print(f"training {len(asked)} trials together, in {Path(config.out) / f'stack-{trials[0].number:04d}'}", flush=True)
+    stack_dir = Path(config.out) / f"stack-{trials[0].number:04d}"
+    print(f"training {len(asked)} trials together, in {stack_dir}", flush=True)
     try:
-        results = train_together([c for _, c in asked], Path(config.out) / f"stack-{trials[0].number:04d}")
+        results = train_together([c for _, c in asked], stack_dir)
     except KeyboardInterrupt:  # also Interrupted (SIGTERM): the points are queued again, as a worker's trial's
         for trial in trials:
             queue_again(study, study._storage.get_trial(trial._trial_id))

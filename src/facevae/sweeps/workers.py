@@ -47,17 +47,22 @@ def objective(config):
     return run
 
 
-def work_on(study: optuna.Study, config, worker: int) -> None:
-    """Train the study's trials until its budget is used up and no other worker's trial is left running."""
+def fail_stale(study: optuna.Study) -> None:
+    """A killed worker's trial: failed, and its point queued again (facevae.sweeps.storage)."""
     from optuna.storages import fail_stale_trials
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+def work_on(study: optuna.Study, config, worker: int) -> None:
+    """Train the study's trials until its budget is used up and no other worker's trial is left running."""
     from facevae.sweeps.study import _Progress
 
     announced = False
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)  # a killed worker's trial: failed, and its point queued again
+        fail_stale(study)
         if budget.budget_left(study, config.trials) > 0:
             study.optimize(objective(config), catch=(Exception,), gc_after_trial=True,
                            callbacks=[_Progress(config, worker)])

@@ -95,24 +95,29 @@ class VAEModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        t = self.run_config.train
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        if t.lr_schedule == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_elbo"}}
-        if t.lr_warmup_steps:
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self._warmup_schedule(optimizer), "interval": "step"}}
-        if t.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
-            return {"optimizer": optimizer, "lr_scheduler": scheduler}
-        return optimizer
+        return optimizers_for(self, self.run_config.train)
 
-    def _warmup_schedule(self, optimizer):
-        """A linear warm-up over the first steps, then the cosine (or constant) rate, stepped per batch."""
-        t = self.run_config.train
-        sched = torch.optim.lr_scheduler
-        warmup = sched.LinearLR(optimizer, start_factor=1.0 / t.lr_warmup_steps, total_iters=t.lr_warmup_steps)
-        total = max(int(self.trainer.estimated_stepping_batches), t.lr_warmup_steps + 1)
-        after = (sched.CosineAnnealingLR(optimizer, T_max=total - t.lr_warmup_steps) if t.lr_schedule == "cosine"
-                 else sched.ConstantLR(optimizer, factor=1.0, total_iters=0))
-        return sched.SequentialLR(optimizer, [warmup, after], milestones=[t.lr_warmup_steps])
+
+def optimizers_for(module: L.LightningModule, t) -> dict | torch.optim.Optimizer:
+    """AdamW over ``module``'s parameters with the learning-rate schedule of TrainConfig ``t``."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_elbo"}}
+    if t.lr_warmup_steps:
+        total = max(int(module.trainer.estimated_stepping_batches), t.lr_warmup_steps + 1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": _warmup_schedule(optimizer, t, total),
+                                                         "interval": "step"}}
+    if t.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+    return optimizer
+
+
+def _warmup_schedule(optimizer, t, total: int):
+    """A linear warm-up over the first steps, then the cosine (or constant) rate, stepped per batch."""
+    sched = torch.optim.lr_scheduler
+    warmup = sched.LinearLR(optimizer, start_factor=1.0 / t.lr_warmup_steps, total_iters=t.lr_warmup_steps)
+    after = (sched.CosineAnnealingLR(optimizer, T_max=total - t.lr_warmup_steps) if t.lr_schedule == "cosine"
+             else sched.ConstantLR(optimizer, factor=1.0, total_iters=0))
+    return sched.SequentialLR(optimizer, [warmup, after], milestones=[t.lr_warmup_steps])

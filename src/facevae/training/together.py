@@ -32,7 +32,7 @@ from facevae.training.callbacks import MetricsFile
 from facevae.training.checkpoints import atomic_torch_save
 from facevae.training.config import RunConfig
 from facevae.training.console import lightning_quiet
-from facevae.training.module import NonFiniteLossError
+from facevae.training.module import NonFiniteLossError, optimizers_for
 
 MAY_DIFFER = {"beta", "beta_norm", "seed", "run_dir"}
 FLAT_MODELS = {"vae", "cvae", "betavae"}
@@ -234,13 +234,7 @@ class StackedVAEModule(L.LightningModule):
             self.finished = saved["finished"]
 
     def configure_optimizers(self):
-        from facevae.training.module import VAEModule
-
-        return VAEModule.configure_optimizers(self)  # the same optimiser and schedule as a run alone
-
-    @property
-    def run_config(self) -> RunConfig:
-        return self.members[0]  # what configure_optimizers reads: the settings every member shares
+        return optimizers_for(self, self.members[0].train)  # a run alone's; the members share these settings
 
 
 class MemberRuns(L.Callback):
@@ -343,7 +337,7 @@ def train_together(configs: list[RunConfig], stack_dir: Path, progress_callbacks
 def _finish_member(module, m, config, datamodule, runs, seconds, trainer) -> dict | Exception:
     """Export member ``m``'s best weights and evaluate them on the test split, as a run alone ends; or the
     exception that ended it (one member's failure is its trial's, not the stack's)."""
-    from facevae.training.run import best_model, evaluate, export
+    from facevae.training.run import _best_epoch, _best_val, best_model, evaluate, export
 
     if not module.alive[m]:
         return NonFiniteLossError(module.failures[m])
@@ -356,9 +350,8 @@ def _finish_member(module, m, config, datamodule, runs, seconds, trainer) -> dic
     with module.rng.of(m, module.device):  # the test ELBO's noise: what its run alone would draw next
         test = evaluate(model.to(module.device), datamodule, config)
     epochs = runs.metrics[m].data["epochs"]
-    best = runs.best[m]
-    runs.metrics[m].update(best_epoch=next((e["epoch"] for e in epochs if e.get("val_elbo") == best), None),
-                           best_val_elbo=best, test=test, train_seconds=seconds,
+    runs.metrics[m].update(best_epoch=_best_epoch(runs.metrics[m].data), best_val_elbo=_best_val(runs.metrics[m].data),
+                           test=test, train_seconds=seconds,
                            global_step=epochs[-1]["step"] if epochs else trainer.global_step,
                            trained_together=len(module.members))
     return runs.metrics[m].data
