@@ -192,8 +192,9 @@ class StackedVAEModule(L.LightningModule):
         if training:
             self._note_failures(terms)
         headline = "loss" if training else "elbo"
-        live = torch.tensor(self._live(), device=x.device)
-        for m in (m for m, alive in enumerate(self._live()) if alive):
+        members_live = self._live()
+        live = torch.tensor(members_live, device=x.device)
+        for m in (m for m, alive in enumerate(members_live) if alive):
             self.log_dict({f"m{m}/{stage}_{headline}": terms[headline][m], f"m{m}/{stage}_recon": terms["recon"][m],
                            f"m{m}/{stage}_kl": terms["kl"][m], f"m{m}/{stage}_bpd": terms["bits_per_dim"][m]},
                           on_step=training, on_epoch=True, sync_dist=not training, batch_size=x.shape[1])
