@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from facevae.cli import main
-from facevae.demo import DEMO, run_demo
+from facevae.demo import DEMO, SMALL_DETAILS, demo_condition, demo_note, run_demo
 
 MARGIN = 0.04  # the best dimension's score must beat the second-best dimension's by this much
 
@@ -53,6 +53,8 @@ def test_demo_writes_every_stage_and_ends_with_the_report(demo):
     assert {"beta_vae_eval", "factor_vae_eval", "mig", "dci_disentanglement"} <= set(scores)
     assert all(v is None or 0.0 <= v <= 1.0 for v in scores.values())
     assert 'id="disentanglement"' in html and 'id="probe"' in html and "mutual information gap" in html
+    summary = html[html.index('id="summary"'):html.index('id="config"')]
+    assert "<th>note</th>" in summary and "β = 32" in summary and "bench/demo_dims.py" in summary  # β and why
     section = html[html.index('id="disentanglement"'):html.index('id="probe"')]
     assert "data:image/png;base64," in section  # the scores as a bar chart, not only a table
 
@@ -61,3 +63,15 @@ def test_demo_rejects_bad_settings_in_one_line(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--n", "10"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("facevae: error:") and "\n" not in err
+
+
+def test_demo_condition_keeps_the_datas_column_order_and_refuses_unknown_names():
+    names = ["Bangs", "Eyeglasses", "Male", "Smiling"]
+    assert demo_condition(names, DEMO) == names  # the demo's own: every attribute
+    assert demo_condition(names, replace(DEMO, condition=("Smiling", "Bangs"))) == ["Bangs", "Smiling"]
+    with pytest.raises(ValueError, match="Goatee"):
+        demo_condition(names, replace(DEMO, condition=SMALL_DETAILS))
+    # the report's reason for β is the demo's measured one only for the demo's own settings
+    assert "bench/demo_dims.py" in demo_note(DEMO)
+    changed = demo_note(replace(DEMO, beta=4.0))
+    assert "β = 4" in changed and "bench/demo_dims.py" not in changed

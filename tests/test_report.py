@@ -110,6 +110,25 @@ def test_report_without_generation_notes_what_is_missing(cvae_run, tmp_path):
     assert "test_elbo" in page  # metrics and curves need no analysis
 
 
+def test_a_runs_note_and_few_conditions_are_spelled_out_in_its_summary(cvae_run, tmp_path):
+    import yaml
+
+    run_dir = tmp_path / "noted"
+    shutil.copytree(cvae_run, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert len(config["model"]["condition_names"]) > 10  # the fixture's 17: counted, not listed
+    summary = build_report(run_dir, sections=[report_html.summary_section], generate=False,
+                           log=lambda s: None).read_text()
+    assert "<th>note</th>" not in summary and "17 attributes</td>" in summary
+    config["train"]["note"] = "β = 32 <because> it named most factors"
+    config["model"]["condition_names"] = ["Smiling", "Eyeglasses"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    summary = build_report(run_dir, sections=[report_html.summary_section], generate=False,
+                           log=lambda s: None).read_text()
+    assert "<th>note</th><td>β = 32 &lt;because&gt; it named most factors</td>" in summary
+    assert "2 attributes: Smiling, Eyeglasses" in summary
+
+
 def test_sections_are_pluggable(cvae_run, tmp_path):
     run_dir = tmp_path / "plug"
     shutil.copytree(cvae_run, run_dir)

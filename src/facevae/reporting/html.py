@@ -270,12 +270,11 @@ class ReportContext:
 # --- sections ---------------------------------------------------------------------------------------------
 def summary_section(ctx: ReportContext) -> Section:
     model, train = ctx.config.get("model", {}), ctx.config.get("train", {})
-    items = [("run", str(ctx.root.resolve())),
+    items = [("run", str(ctx.root.resolve())), *([("note", train["note"])] if train.get("note") else []),
              ("model", f"{model.get('model')} · latent {model.get('latent_dim')} · width k={model.get('width')} · "
                        f"{model.get('image_size')}×{model.get('image_size')} · β={model.get('beta')}"
                        + (f" (β_norm {model['beta_norm']})" if model.get("beta_norm") else "")),
-             ("condition", f"{len(model.get('condition_names') or [])} attributes"
-                           if model.get("condition_names") else "none (unconditional)"),
+             ("condition", _condition_summary(model.get("condition_names") or [])),
              ("data", f"{train.get('data')} (split {train.get('split')})")]
     m = ctx.metrics or {}
     test = m.get("test") or {}
@@ -293,6 +292,12 @@ def summary_section(ctx: ReportContext) -> Section:
                                 + (f"; matched: {matched}" if matched else "")))
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items)
     return Section("summary", "Summary", f'<table class="kv">{rows}</table>')
+
+
+def _condition_summary(names: Sequence[str]) -> str:
+    if not names:
+        return "none (unconditional)"
+    return f"{len(names)} attributes" + (f": {', '.join(names)}" if len(names) <= 10 else "")
 
 
 def config_section(ctx: ReportContext) -> Section:

@@ -92,6 +92,8 @@ class TrainConfig(TrainerSettings):
     data: str = setting("", "packed dataset folder", group="run")
     split: str = setting("official", "stored split to train on", group="run")
     run_dir: str = setting("", "where the run goes", group="run")
+    note: str = setting("", "a line kept in config.yaml and shown at the top of the run's report: what the run "
+                        "tries, why these settings", metavar="TEXT", group="run")
     epochs: int = setting(20, "passes over the training split", at_least=1)
     patience: int = setting(5, "epochs without a better validation ELBO before early stopping (0: off)", at_least=0)
     lr: float = setting(2e-3, "learning rate", above=0)
