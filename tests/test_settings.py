@@ -150,8 +150,10 @@ def test_every_setting_is_reachable_from_sweep_param(synth_data, tmp_path):
     from facevae.cli.sweep import sweep_config_from_args
     from facevae.sweeps.search_space import NOT_SWEPT, parse_param
 
-    # data is the sweep's own (--data), run_dir each trial's, condition_names what conditions= resolves.
-    assert NOT_SWEPT == {"data", "run_dir", "condition_names"} and "--data" in flags_of(subcommand("sweep"))
+    # data is the sweep's own (--data), run_dir each trial's, condition_names what conditions= resolves, note every
+    # trial's (--note).
+    assert NOT_SWEPT == {"data", "run_dir", "condition_names", "note"}
+    assert {"--data", "--note"} <= flags_of(subcommand("sweep"))
     base = ["sweep", "--data", str(synth_data), "--out", str(tmp_path / "s"), "--model", "vae"]
     for f in [*dataclasses.fields(ModelConfig), *dataclasses.fields(TrainConfig)]:
         if f.name in NOT_SWEPT:

@@ -14,8 +14,9 @@ import itertools
 import math
 import typing
 
-# --data is the sweep's own, each trial gets its own run directory, and condition_names come from conditions.
-NOT_SWEPT = {"data", "run_dir", "condition_names"}
+# --data is the sweep's own, each trial gets its own run directory, condition_names come from conditions, and a
+# --note is one text for every trial (a point's settings are in its config.yaml already).
+NOT_SWEPT = {"data", "run_dir", "condition_names", "note"}
 CONDITIONS = "conditions"
 
 
