@@ -75,3 +75,5 @@ def test_demo_condition_keeps_the_datas_column_order_and_refuses_unknown_names()
     assert "bench/demo_dims.py" in demo_note(DEMO)
     changed = demo_note(replace(DEMO, beta=4.0))
     assert "β = 4" in changed and "bench/demo_dims.py" not in changed
+    assert "bench/demo_dims.py" not in demo_note(replace(DEMO, epochs=40))  # another budget: not what was measured
+    assert "bench/demo_dims.py" in demo_note(replace(DEMO, seed=3, max_time=None))
