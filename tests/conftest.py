@@ -7,6 +7,7 @@ import signal
 import zipfile
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,3 +110,18 @@ def cvae_run(tmp_path_factory, synth_data) -> Path:
 def vae_run(tmp_path_factory, synth_data) -> Path:
     """A tiny finished unconditional run. Read-only."""
     return _train(tmp_path_factory, synth_data, "vae", "--model", "vae")
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class CrashAt(L.Callback):
+    """Stands in for a kill: the run dies after optimiser step ``step`` (checkpoints run after this hook)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise SimulatedCrash(f"killed after step {self.step}")

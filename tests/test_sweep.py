@@ -96,20 +96,38 @@ def test_two_workers_share_the_budget_without_duplicates(tiny_data, tmp_path):
     assert all((Path(t.user_attrs["run_dir"]) / "model.safetensors").is_file() for t in trials)
 
 
-def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path):
-    out = tmp_path / "sweep"
-    args = sweep(tiny_data, out, "--trials", "2", *FAST_HEARTBEAT)
+def kill_when(args: list[str], ready) -> None:
+    """Runs ``facevae ARGS`` in a process and SIGKILLs it once ``ready()``."""
     worker = subprocess.Popen([sys.executable, "-m", "facevae", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while not (out / "trial-0000" / "config.yaml").is_file():  # training has started
-            assert worker.poll() is None and time.monotonic() < deadline, "the first worker never started a trial"
+        while not ready():
+            assert worker.poll() is None and time.monotonic() < deadline, "the process never got there"
             time.sleep(0.05)
         os.kill(worker.pid, signal.SIGKILL)
     finally:
         worker.kill()
         worker.wait()
+
+
+def last_step(run: Path) -> int:
+    from facevae.training.checkpoints import safe_load
+
+    try:
+        return safe_load(run / "checkpoints" / "last.ckpt")["global_step"]
+    except Exception:  # not there yet
+        return -1
+
+
+@pytest.mark.parametrize("when", ["before its first checkpoint", "mid-training"])
+def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path, capsys, when):
+    out = tmp_path / "sweep"
+    args = sweep(tiny_data, out, "--trials", "2", "--checkpoint-every-steps", "2", *FAST_HEARTBEAT)
+    args[args.index("--epochs") + 1] = "3"
+    first = out / "trial-0000"
+    kill_when(args, (lambda: (first / "config.yaml").is_file()) if when.startswith("before") else
+                    (lambda: last_step(first) >= 4))
     assert trials_of(out)[0].state == TrialState.RUNNING  # nobody told the study
     time.sleep(3)  # past the grace period: its heartbeat has stopped
 
@@ -120,6 +138,13 @@ def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path):
     assert [t.state for t in rest] == [TrialState.COMPLETE] * 2  # exactly the 2 requested trials
     retry = next(t for t in rest if t.system_attrs.get("failed_trial") == 0)
     assert point(retry) == point(killed) and len({point(t) for t in rest}) == 2
+    continued = "continues" in capsys.readouterr().out
+    # the retry continues the killed trial's run where that left a checkpoint, else starts its own
+    assert continued == (when == "mid-training")
+    assert Path(retry.user_attrs["run_dir"]).name == ("trial-0000" if continued else f"trial-{retry.number:04d}")
+    assert (out / f"trial-{retry.number:04d}").is_dir() != continued
+    epochs = json.loads((Path(retry.user_attrs["run_dir"]) / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
 
 
 def test_bad_sweep_input_is_a_one_line_error(tiny_data, tmp_path, capsys):
@@ -249,7 +274,7 @@ def test_together_trains_every_point_as_one_stack_and_scores_each_as_a_trial(tin
 
 
 def test_a_stopped_stack_queues_its_points_again(tiny_data, tmp_path, monkeypatch, capsys):
-    def stopped(configs, stack_dir):
+    def stopped(configs, stack_dir, resume=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("facevae.training.together.train_together", stopped)
@@ -264,3 +289,29 @@ def test_a_stopped_stack_queues_its_points_again(tiny_data, tmp_path, monkeypatc
     assert main(argv) == 0  # the same command trains the queued points
     done = [t for t in trials_of(out) if t.state == TrialState.COMPLETE]
     assert sorted(t.params["beta"] for t in done) == [1.0, 4.0]
+
+
+def test_a_killed_stack_is_retried_and_continues_from_its_last_checkpoint(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(tiny_data), "--out", str(out), "--param", "beta=1,4", "--together",
+            "--checkpoint-every-steps", "2", *TRIAL, *FAST_HEARTBEAT]
+    args[args.index("--epochs") + 1] = "3"
+    stack = out / "stack-0000"
+    kill_when(args, lambda: last_step(stack) >= 6)
+    assert [t.state for t in trials_of(out)] == [TrialState.RUNNING] * 2  # nobody told the study
+    killed_at = last_step(stack)
+
+    assert main(args) == 0  # waits for their heartbeats to go stale, then takes them back
+    assert f"continuing the stack of 2 trials together, in {stack}" in capsys.readouterr().out
+    killed, retries = trials_of(out)[:2], trials_of(out)[2:]
+    assert [t.state for t in killed] == [TrialState.FAIL] * 2
+    assert [t.state for t in retries] == [TrialState.COMPLETE] * 2
+    for retry in retries:  # each in its killed member's run directory, which ends as a run alone's
+        member = killed[retry.system_attrs["failed_trial"]]
+        assert retry.user_attrs["run_dir"] == member.user_attrs["run_dir"] and point(retry) == point(member)
+        metrics = json.loads((Path(retry.user_attrs["run_dir"]) / "metrics.json").read_text())
+        assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2] and metrics["trained_together"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("trial-", "stack-"))) == \
+        ["stack-0000", "trial-0000", "trial-0001"]
+    steps = [e["step"] for e in json.loads((out / "trial-0000" / "metrics.json").read_text())["epochs"]]
+    assert killed_at >= 6 and steps == [5, 10, 15]  # it went on from its checkpoint to the end

@@ -11,7 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import CrashAt, SimulatedCrash
+from facevae.common.errors import RunError
 from facevae.data.synthetic import write_synthetic_packed
+from facevae.training.checkpoints import safe_load
 from facevae.training.config import RunConfig
 from facevae.training.module import NonFiniteLossError
 from facevae.training.run import train
@@ -59,6 +62,31 @@ def test_a_member_trained_together_equals_its_run_alone(data, tmp_path):
         assert json.loads((run / "metrics.json").read_text())["trained_together"] == 3
         assert (run / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "stack" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_killed_stack_resumes_from_its_last_checkpoint_to_the_weights_of_one_never_stopped(data, tmp_path):
+    points = [dict(beta=1.0, seed=0), dict(beta=4.0, seed=1)]
+    for name in ("whole", "killed"):
+        (tmp_path / name).mkdir()
+    whole = [member(data, tmp_path / "whole" / f"m{i}", checkpoint_every_steps=2, **p) for i, p in enumerate(points)]
+    assert all(isinstance(r, dict) for r in train_together(whole, tmp_path / "whole" / "stack"))
+    killed = [member(data, tmp_path / "killed" / f"m{i}", checkpoint_every_steps=2, **p) for i, p in enumerate(points)]
+    with pytest.raises(SimulatedCrash, match="killed after step 8"):
+        train_together(killed, tmp_path / "killed" / "stack", progress_callbacks=[CrashAt(8)])
+    saved = safe_load(tmp_path / "killed" / "stack" / "checkpoints" / "last.ckpt")["global_step"]
+    assert 5 < saved < 8  # from the middle of the second of two 5-step epochs
+    with pytest.raises(RunError, match="already holds a run"):  # a fresh start would overwrite it
+        train_together(killed, tmp_path / "killed" / "stack")
+
+    members = [RunConfig.load(tmp_path / "killed" / f"m{i}" / "config.yaml") for i in range(2)]
+    results = train_together(members, tmp_path / "killed" / "stack", resume=True)
+    assert all(isinstance(r, dict) for r in results), results
+    for i in range(2):
+        a, b = (load_file(tmp_path / name / f"m{i}" / "model.safetensors") for name in ("whole", "killed"))
+        assert all(torch.equal(a[k], b[k]) for k in a)  # the same batches, noise and updates
+        rows = [json.loads((tmp_path / name / f"m{i}" / "metrics.json").read_text())["epochs"] for name in ("whole", "killed")]
+        assert [(r["epoch"], r["step"]) for r in rows[1]] == [(r["epoch"], r["step"]) for r in rows[0]] == [(0, 5), (1, 10)]
+        assert math.isclose(rows[1][-1]["val_elbo"], rows[0][-1]["val_elbo"], rel_tol=1e-6)
 
 
 def test_members_must_differ_only_in_beta_and_seed(data, tmp_path):

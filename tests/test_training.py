@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import facevae
+from conftest import CrashAt, SimulatedCrash
 from facevae.cli import main
 from facevae.data.synthetic import write_synthetic_packed
 from facevae.models.base import VAEBase
@@ -298,21 +299,6 @@ def test_resumed_run_keeps_the_csv_log_of_the_sessions_before(ema_run):
     assert [x for x, _ in curves["train_loss_epoch"]] == [0.0, 1.0]
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
-class CrashAt(L.Callback):
-    """Stands in for a kill: the run dies after optimiser step ``step`` (checkpoints run after this hook)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise SimulatedCrash(f"killed after step {self.step}")
-
-
 class BatchLog(L.Callback):
     """(global step, fingerprint of every image) of each training batch, as the step sees it."""
 
@@ -356,6 +342,14 @@ def test_mid_epoch_resume_trains_the_batches_an_uninterrupted_run_trains(data, t
     assert second.batches == whole.batches[saved:]  # the same images, in the same order
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # and so the same weights
+
+
+def test_last_checkpoint_is_of_the_last_step_of_every_epoch(data, tmp_path):
+    from facevae.training.run import train
+
+    metrics = train(_tiny_config(data, tmp_path / "run", epochs=1, checkpoint_every_steps=2))
+    assert metrics["global_step"] % 2 == 1  # no multiple of checkpoint_every_steps: only the epoch's end saves it
+    assert safe_load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == metrics["global_step"]
 
 
 def test_resume_writes_into_the_run_given_not_the_one_its_config_names(data, tmp_path, monkeypatch):

@@ -6,11 +6,13 @@ lost node): Optuna's ``fail_stale_trials`` marks it FAIL, and ``retry_killed_tri
 parameters once more (on the same grid point), so the sweep still covers them. Workers run that
 check when they start and before every trial, so a killed worker's trial is taken back by the next
 worker to look after the grace period. A trial that fails by itself (NaN loss, a bad
-configuration) is not retried.
+configuration) is not retried. The retry continues the killed trial's run from its last checkpoint
+(``retried_trial``), so what it had trained is not trained again.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import optuna
@@ -76,3 +78,38 @@ def queue_again(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         system_attrs={**system_attrs, "failed_trial": trial.number}))
+
+
+def retried_trial(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """The stopped or killed trial whose point ``trial`` is the retry of (see queue_again), if it is one."""
+    number = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+    return None if number is None else next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+class Heartbeats:
+    """Heartbeats for trials asked for outside Optuna's optimize loop (a stack's), sent as that loop sends them
+    for its one trial, from each trial's first moment: a killed stack's trials are then failed and retried too."""
+
+    def __init__(self, study: optuna.Study):
+        self.storage, self.trials, self.stop = study._storage, [], threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="facevae-heartbeats", daemon=True)
+
+    def add(self, trial: optuna.Trial) -> None:
+        if self.storage.get_heartbeat_interval():
+            self.storage.record_heartbeat(trial._trial_id)
+        self.trials.append(trial)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.storage.get_heartbeat_interval()):
+            for trial in list(self.trials):
+                self.storage.record_heartbeat(trial._trial_id)
+
+    def __enter__(self) -> "Heartbeats":
+        if self.storage.get_heartbeat_interval():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()

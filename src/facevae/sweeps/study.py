@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
 from facevae.sweeps.search_space import trial_config
+from facevae.sweeps.storage import retried_trial
 
 CONFIG_NAME = "sweep.json"
 # The settings a joining worker must share with the study; the rest (base flags, sizes) may differ.
@@ -137,11 +138,47 @@ def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> 
     from facevae.training.run import train
 
     run_dir, run_config = trial_run(trial, config, params)
+    continued = continued_run(trial)
+    if continued is not None:
+        run_dir, run_config = continued
+        trial.set_user_attr("run_dir", str(run_dir))
+        print(f"trial {trial.number:04d} continues {run_dir} from its last checkpoint", flush=True)
     # Multi-objective studies cannot prune (Optuna refuses intermediate values there).
     callbacks = [ReportValidationElbo(trial)] if len(config.objectives) == 1 else []
-    metrics = train(run_config, callbacks=callbacks)
+    metrics = train(run_config, resume=continued is not None, callbacks=callbacks)
     return objective_values(run_dir, metrics, config.objectives, config.metric_n, config.metric_n_eval,
                             extra=config.metrics)
+
+
+def continued_run(trial: optuna.Trial):
+    """(run directory, RunConfig) of the run a retried trial continues: its stopped or killed trial's, when that
+    run trained alone and reached a checkpoint that can be resumed from; else None (it starts again)."""
+    killed = retried_trial(trial.study, trial)
+    if killed is None or "stack" in killed.user_attrs or "run_dir" not in killed.user_attrs:
+        return None
+    run_dir = Path(killed.user_attrs["run_dir"])
+    configs = resumable_runs(run_dir, [run_dir], f"trial {trial.number:04d}")
+    return None if configs is None else (run_dir, configs[0])
+
+
+def resumable_runs(folder: Path, run_dirs: list[Path], what: str):
+    """The RunConfigs ``run_dirs`` were trained with (each to resume where it is), when ``folder`` holds a
+    checkpoint to resume them from; else None, said on stderr when there was one but it is damaged."""
+    from facevae.common.errors import RunError
+    from facevae.training.config import RunConfig
+    from facevae.training.run import check_resumable
+
+    if not (folder / "checkpoints" / "last.ckpt").is_file():
+        return None  # stopped before its first checkpoint
+    try:
+        check_resumable(folder)
+        configs = [RunConfig.load(run / "config.yaml") for run in run_dirs]
+    except (RunError, OSError) as exc:
+        print(f"facevae sweep: {what} starts again: {exc}", file=sys.stderr)
+        return None
+    for run_config, run in zip(configs, run_dirs):
+        run_config.train.run_dir = str(run)
+    return configs
 
 
 def trial_run(trial: optuna.Trial, config: SweepConfig, params: dict):

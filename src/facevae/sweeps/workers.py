@@ -56,16 +56,20 @@ def fail_stale(study: optuna.Study) -> None:
         fail_stale_trials(study)
 
 
-def work_on(study: optuna.Study, config, worker: int) -> None:
-    """Train the study's trials until its budget is used up and no other worker's trial is left running."""
+def work_on(study: optuna.Study, config, worker: int, train_left=None) -> None:
+    """Train the study's trials until its budget is used up and no other worker's trial is left running.
+
+    ``train_left()`` trains what the budget has left; by default, this worker's trials one after another."""
     from facevae.sweeps.study import _Progress
+
+    def one_by_one():
+        study.optimize(objective(config), catch=(Exception,), gc_after_trial=True, callbacks=[_Progress(config, worker)])
 
     announced = False
     while True:
         fail_stale(study)
         if budget.budget_left(study, config.trials) > 0:
-            study.optimize(objective(config), catch=(Exception,), gc_after_trial=True,
-                           callbacks=[_Progress(config, worker)])
+            (train_left or one_by_one)()
             continue
         running = running_elsewhere(study)
         if not running:

@@ -109,12 +109,19 @@ def lightning_trainer(t, run_dir: Path, monitor: str | None, mode: str, callback
     on a non-finite monitor; CSV and TensorBoard logs; an EMA of the weights when ``t.ema`` > 0.
     ``monitor`` None: last.ckpt only, no early stopping (the callbacks given keep what is best).
     """
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
-                           every_n_train_steps=t.checkpoint_every_steps or None, enable_version_counter=False)
+    def last_ckpt(**trigger):
+        return ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
+                               enable_version_counter=False, **trigger)
+
+    # A step-triggered ModelCheckpoint writes nothing at an epoch's end: a finished run's last.ckpt would lag
+    # its last step. So one writes last.ckpt at every epoch's end, and another every so many steps within.
+    last = [last_ckpt(every_n_epochs=1)]
+    if t.checkpoint_every_steps:
+        last.append(last_ckpt(every_n_train_steps=t.checkpoint_every_steps))
     best = [] if monitor is None else [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
                                                        monitor=monitor, mode=mode, save_top_k=1, save_last=False,
                                                        enable_version_counter=False)]
-    callbacks = [*best, last, *callbacks, LearningRateMonitor("epoch"), RandomState()]
+    callbacks = [*best, *last, *callbacks, LearningRateMonitor("epoch"), RandomState()]
     if getattr(t, "ema", 0.0):
         callbacks.append(WeightsEMA(decay=t.ema))
     if t.patience > 0 and monitor is not None:

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from facevae.common.lock import hold
 from facevae.models import build_model
 from facevae.training.callbacks import MetricsFile
 from facevae.training.checkpoints import atomic_torch_save
@@ -303,16 +304,25 @@ class StackedData(L.LightningDataModule):
         return self.datamodules[0].val_dataloader()
 
 
-def train_together(configs: list[RunConfig], stack_dir: Path, progress_callbacks=()) -> list[dict | Exception]:
+def train_together(configs: list[RunConfig], stack_dir: Path, progress_callbacks=(),
+                   resume: bool = False) -> list[dict | Exception]:
     """Train ``configs`` (see check_members) as one stack in ``stack_dir``; per member its metrics, or the
-    exception that ended it. Each member's run directory is written as its run alone would be."""
-    from facevae.training.run import fit, holding_run_dir, lightning_trainer, seeded_datamodule
+    exception that ended it. Each member's run directory is written as its run alone would be.
+
+    ``resume``: continue the stack from ``stack_dir``'s last checkpoint, ``configs`` being its members in
+    their order (what their config.yaml files hold)."""
+    from facevae.training.run import check_resumable, fit, holding_run_dir, lightning_trainer, seeded_datamodule
 
     check_members(configs)
     with ExitStack() as held:
-        for config in configs:  # each member's folder is claimed as its run alone would claim it
-            held.enter_context(holding_run_dir(Path(config.train.run_dir), resume=False))
-        held.enter_context(holding_run_dir(stack_dir, resume=False, what="a stack's training"))
+        for config in configs:
+            run_dir = Path(config.train.run_dir)
+            # a member's folder has no last.ckpt of its own (the stack's is), and a stack killed while it
+            # exported its members may have left some exports; claimed otherwise as its run alone claims it
+            held.enter_context(hold(run_dir, what="training") if resume else holding_run_dir(run_dir, resume=False))
+        last_ckpt, _ = held.enter_context(holding_run_dir(stack_dir, resume, what="a stack's training"))
+        if resume:
+            check_resumable(stack_dir)
         datamodules = [seeded_datamodule(c, Path(c.train.run_dir)) for c in configs]
         seeds = sorted({c.train.seed for c in configs})
         module = StackedVAEModule([c.to_dict() for c in configs])
@@ -329,7 +339,8 @@ def train_together(configs: list[RunConfig], stack_dir: Path, progress_callbacks
             with warnings.catch_warnings():
                 # functorch says once per op it runs member by member (the discretised Gaussian's log_ndtr)
                 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet")
-                fit(trainer, module, StackedData(datamodules, module.loader_of), None, stack_dir, command="facevae sweep")
+                fit(trainer, module, StackedData(datamodules, module.loader_of), last_ckpt if resume else None, stack_dir,
+                    command="facevae sweep")
         seconds = round(time.perf_counter() - started, 1)
         return [_finish_member(module, m, config, datamodules[m], runs, seconds, trainer)
                 for m, config in enumerate(configs)]
