@@ -120,7 +120,7 @@ def last_step(run: Path) -> int:
         return -1
 
 
-@pytest.mark.parametrize("when", ["before its first checkpoint", "mid-training"])
+@pytest.mark.parametrize("when", ["before its first checkpoint", "mid-training", "mid-training, rerun with another --lr"])
 def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path, capsys, when):
     out = tmp_path / "sweep"
     args = sweep(tiny_data, out, "--trials", "2", "--checkpoint-every-steps", "2", *FAST_HEARTBEAT)
@@ -131,16 +131,20 @@ def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path, capsys, wh
     assert trials_of(out)[0].state == TrialState.RUNNING  # nobody told the study
     time.sleep(3)  # past the grace period: its heartbeat has stopped
 
-    assert main(args) == 0
+    rerun = [*args, "--lr", "1e-3"] if "another" in when else args
+    assert main(rerun) == 0
     trials = trials_of(out)
     killed, *rest = trials
     assert killed.state == TrialState.FAIL
     assert [t.state for t in rest] == [TrialState.COMPLETE] * 2  # exactly the 2 requested trials
     retry = next(t for t in rest if t.system_attrs.get("failed_trial") == 0)
     assert point(retry) == point(killed) and len({point(t) for t in rest}) == 2
-    continued = "continues" in capsys.readouterr().out
-    # the retry continues the killed trial's run where that left a checkpoint, else starts its own
+    printed = capsys.readouterr()
+    continued = "continues" in printed.out
+    # the retry continues the killed trial's run where that left a checkpoint made with the same settings,
+    # else starts its own
     assert continued == (when == "mid-training")
+    assert ("the sweep's settings changed since trial 0000" in printed.err) == ("another" in when)
     assert Path(retry.user_attrs["run_dir"]).name == ("trial-0000" if continued else f"trial-{retry.number:04d}")
     assert (out / f"trial-{retry.number:04d}").is_dir() != continued
     epochs = json.loads((Path(retry.user_attrs["run_dir"]) / "metrics.json").read_text())["epochs"]

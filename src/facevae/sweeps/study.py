@@ -9,6 +9,7 @@ finished run with the objective(s).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -150,10 +151,28 @@ def _train_and_score(trial: optuna.Trial, config: SweepConfig, params: dict) -> 
                             extra=config.metrics)
 
 
+def _digest(run_config) -> str:
+    """What a trial's run is made with, but for its folder: a retry continues its killed trial's run only when
+    these agree (a sweep rerun with other base flags trains its retries afresh)."""
+    settings = run_config.to_dict()
+    settings["train"].pop("run_dir")
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def continuable(trial: optuna.Trial):
+    """The stopped or killed trial whose run the retried ``trial`` may continue (made with the same settings)."""
+    killed = retried_trial(trial.study, trial)
+    if killed is None or killed.user_attrs.get("settings") == trial.user_attrs.get("settings"):
+        return killed
+    print(f"facevae sweep: trial {trial.number:04d} starts again: the sweep's settings changed since trial "
+          f"{killed.number:04d}, which it retries, began", file=sys.stderr)
+    return None
+
+
 def continued_run(trial: optuna.Trial):
     """(run directory, RunConfig) of the run a retried trial continues: its stopped or killed trial's, when that
     run trained alone and reached a checkpoint that can be resumed from; else None (it starts again)."""
-    killed = retried_trial(trial.study, trial)
+    killed = continuable(trial)
     if killed is None or "stack" in killed.user_attrs or "run_dir" not in killed.user_attrs:
         return None
     run_dir = Path(killed.user_attrs["run_dir"])
@@ -187,6 +206,7 @@ def trial_run(trial: optuna.Trial, config: SweepConfig, params: dict):
     run_config = trial_config(config.base, params, config.conditions, run_dir)
     model = run_config.model
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("settings", _digest(run_config))
     trial.set_user_attr("beta", model.effective_beta)
     trial.set_user_attr("beta_norm", model.effective_beta * model.latent_units / model.input_dim)
     return run_dir, run_config

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import objective_values
-from facevae.sweeps.storage import Heartbeats, queue_again, retried_trial
+from facevae.sweeps.storage import Heartbeats, queue_again
 
 
 def ask_points(study: optuna.Study, config, beats: Heartbeats) -> list[tuple[optuna.Trial, object]]:
@@ -59,12 +59,12 @@ def _train_left(study: optuna.Study, config) -> None:
 def stacks_of(study: optuna.Study, asked: list, out: Path) -> list[tuple[Path, bool, list]]:
     """(stack folder, whether it resumes, its (trial, RunConfig) in member order) for the asked points: the
     retries of every member of a stack stopped after its first checkpoint continue it; the rest make a new one."""
-    from facevae.sweeps.study import resumable_runs
+    from facevae.sweeps.study import continuable, resumable_runs
 
     killed_stacks: dict[str, dict[int, tuple]] = {}
     fresh = []
     for trial, run_config in asked:
-        killed = retried_trial(study, trial)
+        killed = continuable(trial)
         if killed is not None and "stack" in killed.user_attrs:
             killed_stacks.setdefault(killed.user_attrs["stack"], {})[killed.user_attrs["member"]] = (trial, run_config, killed)
         else:
