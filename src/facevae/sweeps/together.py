@@ -72,11 +72,11 @@ def stacks_of(study: optuna.Study, asked: list, out: Path) -> list[tuple[Path, b
     stacks = []
     for stack, members in killed_stacks.items():
         size = len({t.user_attrs["member"] for t in study.get_trials(deepcopy=False) if t.user_attrs.get("stack") == stack})
-        whole = sorted(members) == list(range(size))
-        run_dirs = [Path(members[m][2].user_attrs["run_dir"]) for m in sorted(members)]
-        configs = resumable_runs(Path(stack), run_dirs, f"the stack in {stack}") if whole else None
+        order = sorted(members)
+        run_dirs = [Path(members[m][2].user_attrs["run_dir"]) for m in order]
+        configs = resumable_runs(Path(stack), run_dirs, f"the stack in {stack}") if order == list(range(size)) else None
         if configs is not None:
-            stacks.append((Path(stack), True, [(members[m][0], c) for m, c in zip(sorted(members), configs)]))
+            stacks.append((Path(stack), True, [(members[m][0], c) for m, c in zip(order, configs)]))
         else:
             fresh += [(trial, run_config) for trial, run_config, _ in members.values()]
     if fresh:
