@@ -6,14 +6,18 @@ refusal (404, 409, 413, 422) and a schemathesis fuzz of the OpenAPI schema that 
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import shutil
 import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 pytest.importorskip("fastapi", reason="facevae serve needs the serve extra")
 pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the dev extra)")
@@ -252,6 +256,79 @@ def test_a_damaged_dims_file_is_a_409_naming_it(runs_root, tmp_path):
     with TestClient(create_app(root), raise_server_exceptions=False) as damaged:
         answer = damaged.get("/api/runs/cvae/dims")
     assert answer.status_code == 409 and "dims.json" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("text, where", [('{"face": ', "Expecting value at character 9"),
+                                         ("{'face': 1}", "double quotes at character 1"),
+                                         ('{"face": {"kind": "test", "index": 01}}', "at character 36")])
+def test_broken_json_is_named_as_such_not_as_a_field(client, text, where):
+    answer = client.post("/api/runs/cvae/decode", content=text, headers={"content-type": "application/json"})
+    detail = answer.json()["detail"]
+    assert answer.status_code == 422 and detail.startswith("body: not valid JSON (") and f"{where})" in detail
+
+
+def test_an_exif_rotated_photo_is_measured_upright(client):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored on its side, shown a quarter turn round
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((200, 300, 3), 120, np.uint8)).save(buffer, format="JPEG", exif=exif.tobytes())
+    answer = client.post("/api/uploads", files={"file": ("side.jpg", buffer.getvalue(), "image/jpeg")})
+    assert answer.status_code == 200 and (answer.json()["width"], answer.json()["height"]) == (200, 300)
+
+
+def test_runs_in_training_or_damaged_are_reported_and_refused_not_crashed_on(runs_root, tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(runs_root / "cvae", root / "good")
+    training = root / "training"
+    (training / "checkpoints").mkdir(parents=True)
+    shutil.copy(runs_root / "cvae" / "config.yaml", training)
+    no_config = shutil.copytree(runs_root / "cvae", root / "no-config")
+    (no_config / "config.yaml").unlink()
+    cut = shutil.copytree(runs_root / "cvae", root / "cut")
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    app = create_app(root)
+    skipped = "\n".join(app.state.skipped)
+    assert "training: no model.safetensors, model.json: not finished" in skipped
+    assert "no-config: no config.yaml" in skipped
+    with TestClient(app, raise_server_exceptions=False) as damaged:
+        assert [r["id"] for r in damaged.get("/api/runs").json()["runs"]] == ["cut", "good"]
+        answer = damaged.post("/api/runs/cut/decode", json={"face": TEST0})
+        assert answer.status_code == 409 and "model.safetensors: damaged" in answer.json()["detail"]
+        assert damaged.post("/api/runs/good/decode", json={"face": TEST0}).status_code == 200
+    assert main(["serve", str(training), "--port", "0"]) == 2
+    assert "still training" in capsys.readouterr().err
+
+
+def test_the_first_requests_to_a_run_open_it_once(runs_root, monkeypatch):
+    from facevae.serving import catalog
+
+    opened, open_run = [], catalog.open_run_checked
+
+    def slow_open(path):
+        opened.append(path)
+        time.sleep(0.3)  # the pages' first requests all arrive while the run loads
+        return open_run(path)
+
+    monkeypatch.setattr(catalog, "open_run_checked", slow_open)
+    with TestClient(create_app(runs_root), raise_server_exceptions=False) as fresh:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: fresh.get("/api/runs/cvae/dims").status_code, range(4)))
+    assert answers == [200] * 4 and len(opened) == 1
+
+
+def test_a_run_closed_after_prior_samples_leaves_no_error_behind(runs_root, monkeypatch):
+    from facevae.serving import catalog
+
+    errors = []
+    monkeypatch.setattr(sys, "unraisablehook", errors.append)
+    monkeypatch.setattr(catalog, "MAX_OPEN_RUNS", 1)
+    with TestClient(create_app(runs_root), raise_server_exceptions=False) as fresh:
+        prior = {"kind": "prior", "seed": 1, "temperature": 0.5}  # decoded by a readjusted copy of the model
+        assert fresh.post("/api/runs/sub-hvae/decode", json={"face": prior}).status_code == 200
+        assert fresh.get("/api/runs/cvae").status_code == 200  # sub-hvae is closed to make room
+    gc.collect()
+    assert [str(e.exc_value) for e in errors] == []
 
 
 def test_it_listens_on_loopback_by_default_and_warns_beyond(capsys):

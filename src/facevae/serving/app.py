@@ -100,10 +100,17 @@ def problem(status: int):
     return lambda request, exc: JSONResponse({"detail": str(exc)}, status_code=status)
 
 
+def validation_message(error: dict) -> str:
+    where = [str(p) for p in error.get("loc", ()) if p != "body"]
+    if error.get("type") == "json_invalid":  # its loc ends with the character the JSON breaks at, not a field
+        reason = (error.get("ctx") or {}).get("error", "cannot be parsed")
+        return f"body: not valid JSON ({reason}" + (f" at character {where[-1]})" if where else ")")
+    return f"{'.'.join(where) or 'body'}: {error.get('msg', 'invalid')}"
+
+
 def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
     # one line, like the command line's errors; never the input echoed back (it may be binary)
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg', 'invalid')}"
-             for e in exc.errors()[:5]]
+    parts = [validation_message(e) for e in exc.errors()[:5]]
     return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
 

@@ -29,21 +29,25 @@ class RunEntry:
     image_size: int
 
 
-def is_finished_run(folder: Path) -> bool:
-    return (folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file() and \
-        (folder / "model.json").is_file()
+RUN_FILES = ("config.yaml", "model.safetensors", "model.json")  # what a finished run holds
 
 
-def _finished_runs(root: Path, depth: int) -> list[Path]:
-    if is_finished_run(root):
+def _finished_runs(root: Path, depth: int, skipped: list[str]) -> list[Path]:
+    missing = [name for name in RUN_FILES if not (root / name).is_file()]
+    if not missing:
         return [root]
+    if len(missing) < len(RUN_FILES):  # a run in training, or a damaged one: left out, but never in silence
+        why = "not finished: still training, or stopped before its end" if "config.yaml" not in missing else \
+            "not a whole run (copied in part?)"
+        skipped.append(f"{root}: no {', '.join(missing)}: {why}")
+        return []
     if depth == 0:
         return []
     try:
         children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         return []
-    return [run for child in children for run in _finished_runs(child, depth - 1)]
+    return [run for child in children for run in _finished_runs(child, depth - 1, skipped)]
 
 
 def _slug(text: str, taken: set[str]) -> str:
@@ -60,7 +64,7 @@ def find_runs(root: str | Path) -> tuple[list[RunEntry], list[str]]:
     if not root.is_dir():
         raise RunError(f"{root}: no such folder")
     entries, skipped, taken = [], [], set()
-    for path in _finished_runs(root, SEARCH_DEPTH):
+    for path in _finished_runs(root, SEARCH_DEPTH, skipped):
         try:
             config = RunConfig.load(path / "config.yaml")
         except (RunError, OSError, ValueError) as exc:  # a classifier's run, or a damaged config
@@ -84,7 +88,7 @@ class RunCatalog:
         self.entries = {e.id: e for e in entries}
         self._make_explorer = make_explorer
         self._open: OrderedDict[str, object] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock, self._opening = threading.Lock(), threading.Lock()
 
     def ids(self) -> list[str]:
         return list(self.entries)
@@ -96,11 +100,15 @@ class RunCatalog:
             if run_id in self._open:
                 self._open.move_to_end(run_id)
                 return self._open[run_id]
-        explorer = self._make_explorer(entry, open_run_checked(entry.path))
-        with self._lock:
-            self._open[run_id] = explorer
-            while len(self._open) > MAX_OPEN_RUNS:
-                self._open.popitem(last=False)
+        with self._opening:  # the page's first requests come together: each would load the run again
+            with self._lock:
+                if run_id in self._open:
+                    return self._open[run_id]
+            explorer = self._make_explorer(entry, open_run_checked(entry.path))
+            with self._lock:
+                self._open[run_id] = explorer
+                while len(self._open) > MAX_OPEN_RUNS:
+                    self._open.popitem(last=False)
         return explorer
 
 

@@ -6,8 +6,9 @@ is then one ``decode`` of those codes with a few units replaced: no encoder, no 
 
 A hierarchical model decodes prior samples inside ``model.sampling(temperature)``, which re-estimates
 its BatchNorm statistics on hundreds of samples (seconds on a CPU). The explorer enters that context
-once per temperature step on a copy of the model and keeps the copy, so the model that decodes
-test faces and uploads never changes and a slider moved on a prior sample costs one decode.
+once per temperature step, under the lock every decode holds, and keeps a copy of the model made inside
+it; leaving the context restores the model, so the one that decodes test faces and uploads is never seen
+changed and a slider moved on a prior sample costs one decode.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from facevae.analysis.edit import dataset_crop
 from facevae.analysis.shared import image_id, run_label
@@ -38,6 +39,7 @@ TEMPERATURE_STEP = 0.1  # BatchNorm statistics are re-estimated per step of temp
 SAMPLING_MODELS = 4
 FACES_KEPT = 256
 UPLOADS_KEPT = 32
+QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that ImageOps.exif_transpose turns by 90°
 READJUST_CONDITIONS = 512  # a conditional model's BatchNorm readjustment sees the training split's conditions
 
 
@@ -82,8 +84,9 @@ class Uploads:
                 return upload_id, *self._framed.fetch(upload_id)
         with self._compute:  # the detector runs on the cores the decoder uses
             framed = frame_face(data, self.max_pixels)
-            with Image.open(io.BytesIO(data)) as img:
-                size = img.size
+            with Image.open(io.BytesIO(data)) as img:  # the size as shown: a quarter turn by EXIF swaps the sides
+                turned = img.getexif().get(ExifTags.Base.Orientation) in QUARTER_TURNS
+                size = img.size[::-1] if turned else img.size
         with self._lock:
             self._framed.keep(upload_id, (framed, size))
         return upload_id, framed, size
@@ -289,15 +292,14 @@ class Explorer:
         """The model in its sampling mode at the nearest TEMPERATURE_STEP (the caller holds the compute lock)."""
         step = max(1, round(temperature / TEMPERATURE_STEP))
         if step in self._sampling:
-            return self._sampling.fetch(step)[0]
+            return self._sampling.fetch(step)
         context = self.model.sampling(step * TEMPERATURE_STEP, self._readjust_conditions())
         if isinstance(context, contextlib.nullcontext):  # a flat model: prior samples decode like any codes
             return self.model
-        clone = copy.deepcopy(self.model)
-        context = clone.sampling(step * TEMPERATURE_STEP, self._readjust_conditions())
-        context.__enter__()  # held open while cached: the clone keeps the readjusted statistics
-        self._sampling.keep(step, (clone, context))  # an evicted clone goes with its context, never exited
-        return clone
+        # Copied inside the context, which then restores the run's model. A context held open with its copy
+        # would be exited whenever the copy is dropped, outside inference mode, where restoring raises.
+        with context:
+            return self._sampling.keep(step, copy.deepcopy(self.model))
 
     def _readjust_conditions(self) -> torch.Tensor | None:
         if not self.run.conditional:
