@@ -138,3 +138,13 @@ def test_edit_with_an_image_aligns_it_and_records_it(cvae_run, tmp_path, astrona
     assert main(["edit", str(run), "--image", str(cup), "--set", "Smiling=1"]) == 0
     result = json.loads((run / "analysis" / "edit_cup_Smiling1.json").read_text())
     assert result["source"]["face_found"] is False and result["source"]["alignment"].startswith("no face found")
+
+
+def test_16_bit_and_transparent_pictures_read_as_the_dataset_reads_them():
+    grey16 = Image.fromarray(np.full((60, 50), 32768, np.uint16))  # mid-grey, 16 bits a sample
+    clear = Image.fromarray(np.zeros((60, 50, 4), np.uint8), "RGBA")  # every pixel transparent
+    for picture, value in ((grey16, 128), (clear, 255)):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        read = np.asarray(read_picture(buffer.getvalue()))
+        assert read.shape == (60, 50, 3) and np.abs(read.astype(int) - value).max() <= 1, picture.mode

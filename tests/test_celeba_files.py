@@ -79,14 +79,15 @@ def test_partition_value_outside_012(tmp_path):
         read_annotations(find_layout(root))
 
 
-@pytest.mark.parametrize("kind", ["folder", "zip", "csv", "subdirs", "torchvision", "zipfile-arg"])
+@pytest.mark.parametrize("kind", ["folder", "zip", "csv", "subdirs", "torchvision", "zipfile-arg", "subdirs-zipfile-arg"])
 def test_finds_every_layout(tmp_path, kind):
     if kind == "torchvision":
         root = write_celeba_files(tmp_path / "root" / "celeba", 4).parent
     else:
-        root = write_celeba_files(tmp_path / "c", 4, zip_images=kind in ("zip", "zipfile-arg"), csv=kind == "csv",
-                                  subdirs=kind == "subdirs")
+        root = write_celeba_files(tmp_path / "c", 4, zip_images=kind.endswith(("zip", "zipfile-arg")),
+                                  csv=kind == "csv", subdirs=kind.startswith("subdirs"))
     src = root / "img_align_celeba.zip" if kind == "zipfile-arg" else root
+    src = root / "Img" / "img_align_celeba.zip" if kind == "subdirs-zipfile-arg" else src
     layout = find_layout(src)
     ann = read_annotations(layout)
     assert ann.image_ids == [f"{i:06d}.jpg" for i in range(1, 5)]
@@ -115,3 +116,62 @@ def test_cli_reports_malformed_file_in_one_line(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "list_attr_celeba.txt:4:" in err
+
+
+def rewrite_csv(root, attr_rows, partition_rows):
+    (root / "list_attr_celeba.csv").write_text("".join(line + "\n" for line in attr_rows))
+    (root / "list_eval_partition.csv").write_text("".join(line + "\n" for line in partition_rows))
+
+
+@pytest.mark.parametrize("variant", ["quoted", "pandas-index", "id-last"])
+def test_csv_variants_read_as_the_plain_csv(tmp_path, variant):
+    root = write_celeba_files(tmp_path / "c", 4, csv=True)
+    plain = read_annotations(find_layout(root))
+    attr = [r.split(",") for r in (root / "list_attr_celeba.csv").read_text().splitlines()]
+    part = [r.split(",") for r in (root / "list_eval_partition.csv").read_text().splitlines()]
+    if variant == "quoted":  # csv.QUOTE_ALL, as spreadsheet programs and R write it
+        quote = lambda rows: [",".join(f'"{v}"' for v in r) for r in rows]  # noqa: E731
+        rewrite_csv(root, quote(attr), quote(part))
+    elif variant == "pandas-index":  # DataFrame.to_csv() without index=False: an unnamed first column
+        index = lambda rows: [",".join([str(k - 1) if k else "", *r]) for k, r in enumerate(rows)]  # noqa: E731
+        rewrite_csv(root, index(attr), index(part))
+    else:
+        last = lambda rows: [",".join([*r[1:], r[0]]) for r in rows]  # noqa: E731
+        rewrite_csv(root, last(attr), last(part))
+    ann = read_annotations(find_layout(root))
+    assert ann.image_ids == plain.image_ids and ann.attribute_names == plain.attribute_names
+    assert np.array_equal(ann.attributes, plain.attributes) and ann.partition.tolist() == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("junk", ["__MACOSX/img_align_celeba/._000002.jpg", "img_align_celeba/._000002.jpg",
+                                  "../000002.jpg", "/tmp/000002.jpg"])
+def test_zip_members_that_are_not_images_of_the_dataset_are_left_out(tmp_path, junk):
+    import zipfile
+
+    root = write_celeba_files(tmp_path / "c", 3, zip_images=True)
+    real = find_layout(root).images.read("000002.jpg")
+    with zipfile.ZipFile(root / "img_align_celeba.zip", "a") as zf:
+        zf.writestr(zipfile.ZipInfo(junk), b"\x00\x05\x16\x07 an AppleDouble header, or an impostor")
+    images = find_layout(root).images
+    assert images.names() == {"000001.jpg", "000002.jpg", "000003.jpg"}
+    assert images.read("000002.jpg") == real
+
+
+def test_appledouble_files_in_the_image_folder_are_not_images(tmp_path):
+    root = write_celeba_files(tmp_path / "c", 3)
+    (root / "img_align_celeba" / "._000001.jpg").write_bytes(b"\x00\x05\x16\x07")
+    assert find_layout(root).images.names() == {"000001.jpg", "000002.jpg", "000003.jpg"}
+
+
+@pytest.mark.parametrize("theirs", ["img_align_celeba", "list_attr_celeba.txt"])
+def test_fake_celeba_never_overwrites_a_real_celeba(tmp_path, capsys, theirs):
+    real = write_celeba_files(tmp_path / "c", 3)
+    if theirs != "img_align_celeba":  # the annotations alone, the images kept elsewhere
+        import shutil
+
+        shutil.rmtree(real / "img_align_celeba")
+    before = (real / "list_attr_celeba.txt").read_bytes()
+    assert main(["data", "fake-celeba", str(real), "--n", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"already holds {theirs}" in err and err.count("\n") == 1
+    assert (real / "list_attr_celeba.txt").read_bytes() == before

@@ -60,3 +60,32 @@ def test_every_command_has_help_with_an_example(capsys):
             main([*command, "--help"])
         assert exit_info.value.code == 0
         assert "example:\n  facevae " in capsys.readouterr().out, command
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("partition", "partition.npy shape (10,) != (50,)"),
+    ("attributes-pm1", "attributes.npy holds values other than 0 and 1"),
+    ("attributes-objects", "attributes.npy: damaged, cannot be read"),
+    ("images-float", "images.npy holds float32"),
+    ("factors", "factors.npy shape (10, 14) != (50, F)"),
+    ("image-ids", "image_ids.json is not a list of 50 image ids"),
+])
+def test_a_packed_dataset_damaged_by_another_tool_is_a_one_line_error(tmp_path, capsys, damage, message):
+    out = tmp_path / "synth"
+    assert main(["data", "synth", str(out), "--n", "50", "--size", "16"]) == 0
+    if damage == "partition":
+        np.save(out / "partition.npy", np.load(out / "partition.npy")[:10])
+    elif damage == "attributes-pm1":  # CelebA's own coding
+        np.save(out / "attributes.npy", np.load(out / "attributes.npy").astype(np.int8) * 2 - 1)
+    elif damage == "attributes-objects":
+        np.save(out / "attributes.npy", np.load(out / "attributes.npy").astype(object), allow_pickle=True)
+    elif damage == "images-float":
+        np.save(out / "images.npy", np.load(out / "images.npy").astype(np.float32))
+    elif damage == "factors":
+        np.save(out / "factors.npy", np.load(out / "factors.npy")[:10])
+    else:
+        (out / "image_ids.json").write_text('{"0": "a"}')
+    capsys.readouterr()
+    assert main(["data", "info", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

@@ -218,3 +218,39 @@ def test_metrics_run_on_the_loaders(tmp_path):
                          num_variance_estimate=100)
     assert r["eval_accuracy"] == 1.0 and r["num_active_dims"] == 5
     shapes.close()
+
+
+def damage_imgs_member(path):
+    """Flip bytes inside the compressed ``imgs.npy`` member, leaving the archive's directory intact."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("imgs.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    data[start: start + 16] = bytes(b ^ 0xFF for b in data[start: start + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("member", "unreadable imgs"),
+    ("half-classes", "must be whole numbers"),
+    ("text-classes", "must be whole numbers"),
+    ("no-rows", r"expected \(N, 6\) factor classes, got \(0, 6\)"),
+])
+def test_dsprites_damaged_or_non_integer_files_are_file_errors(tmp_path, damage, message):
+    path = tmp_path / "d.npz"
+    classes = grid_classes(DSPRITES_SMALL)
+    imgs = np.stack([marker_image(p) for p in range(len(classes))])
+    if damage == "member":
+        write_dsprites(path)
+        damage_imgs_member(path)
+    elif damage == "half-classes":
+        np.savez(path, imgs=imgs, latents_classes=classes + 0.5)
+    elif damage == "text-classes":
+        np.savez(path, imgs=imgs, latents_classes=classes.astype(str))
+    else:
+        np.savez(path, imgs=imgs[:0], latents_classes=classes[:0])
+    with pytest.raises(GroundTruthFileError, match=message) as caught:
+        DSprites(path)
+    assert str(path) in str(caught.value)

@@ -1,5 +1,6 @@
 import errno
 import faulthandler
+import io
 import json
 import os
 import shutil
@@ -379,3 +380,50 @@ def test_preparing_onto_a_real_full_disk(small_disk, big_celeba, celeba_dir, mon
 
     small, _ = prepare_celeba(celeba_dir, small_disk / "small", PrepareOptions(workers=2), progress=False)
     assert len(small) == 40
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_photo_is_turned_upright_by_its_exif_orientation(celeba_dir, fast):
+    from PIL import Image
+
+    upright = celeba_image(4)
+    stored = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns it a quarter clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(stored, format="JPEG", quality=95, exif=exif)
+    face = decode_face(stored.getvalue(), 64, fast=fast).astype(np.float32)
+    assert np.abs(face - reference_face(4)).mean() < 4.0
+
+
+def test_a_decompression_bomb_that_pillow_only_warns_about_is_refused(monkeypatch):
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (150, 100)).save(png, format="PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 15,000 pixels: below twice the limit
+    with pytest.raises(Image.DecompressionBombWarning, match="15000 pixels"):
+        decode_face(png.getvalue(), 64)
+
+
+@pytest.mark.parametrize("factors, info, message", [
+    (np.zeros((40, 14), np.int64), "{}", "synthetic_factors.json: not a description of factors.npy (KeyError"),
+    (None, None, "factors.npy: damaged, cannot be read"),
+    (np.zeros(40, np.int64), None, "factors.npy: shape (40,) does not match the 14 factors"),
+])
+def test_damaged_ground_truth_beside_the_images_is_named_before_decoding(tmp_path, monkeypatch, factors, info,
+                                                                          message):
+    from facevae.data.fake_celeba import write_fake_celeba
+
+    src = write_fake_celeba(tmp_path / "fake", 40)
+    if factors is None:
+        (src / "factors.npy").write_bytes(b"not an array")
+    else:
+        np.save(src / "factors.npy", factors)
+    if info is not None:
+        (src / "synthetic_factors.json").write_text(info)
+    decoded = []
+    monkeypatch.setattr(prepare_module, "decode_face", lambda *args: decoded.append(args))
+    with pytest.raises(DatasetError) as caught:
+        prepare_celeba(src, tmp_path / "out", PrepareOptions(workers=1), progress=False)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert decoded == []

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from facevae.data.prepare import CELEBA_CROP
+from facevae.data.prepare import CELEBA_CROP, to_rgb
 
 CELEBA_FRAME = (178, 218)  # width, height of img_align_celeba
 # lefteye, righteye, nose, leftmouth, rightmouth ("left": the left of the picture, the person's right)
@@ -91,8 +91,7 @@ def read_picture(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Im
             if img.format == "JPEG":  # decode at a reduced scale: a 40 MP photo otherwise takes a second
                 img.draft("RGB", (min(width, DECODE_MIN_SIDE), min(height, DECODE_MIN_SIDE)))
             img.load()
-            upright = ImageOps.exif_transpose(img)
-            return upright.convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(img))  # 16-bit tones and transparency as the dataset's
     except PictureError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

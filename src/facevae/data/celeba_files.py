@@ -7,7 +7,7 @@ line, so a command can print one line instead of a traceback.
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,28 +103,68 @@ def parse_attr_txt(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return ids, names, np.asarray(rows, np.uint8).reshape(len(ids), len(names))
 
 
+ID_COLUMNS = ("image_id", "image", "filename", "file")
+
+
+def _csv_rows(path: Path):
+    """Yield (line_number, fields) of a CSV file's non-blank lines, fields unquoted and stripped."""
+    numbered = list(_lines(path))
+    for (number, _), parts in zip(numbered, csv.reader(text for _, text in numbered)):
+        yield number, [p.strip() for p in parts]
+
+
+def _csv_columns(path: Path, line: int, header: list[str]) -> tuple[int, list[int]]:
+    """The image-id column and the value columns of a CSV header, in whatever order they come.
+
+    A column without a name is not data: it is the index that pandas' ``to_csv`` writes by default.
+    """
+    ids = [j for j, name in enumerate(header) if name.lower() in ID_COLUMNS]
+    if len(ids) != 1:
+        raise AnnotationError(path, line, f"the header needs one image id column ({', '.join(ID_COLUMNS)})")
+    return ids[0], [j for j, name in enumerate(header) if name and j != ids[0]]
+
+
 def parse_attr_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """The common CSV variant: header ``image_id,5_o_Clock_Shadow,...``, values -1/1."""
     path = Path(path)
-    numbered = list(_lines(path))
-    if not numbered:
-        raise AnnotationError(path, None, "is empty")
-    reader = csv.reader(io.StringIO("\n".join(text for _, text in numbered)))
-    header = [h.strip() for h in next(reader)]
-    if not header or header[0].lower() not in ("image_id", "image", "filename", "file"):
-        raise AnnotationError(path, numbered[0][0], "first column should be image_id")
-    names = header[1:]
-    ids, rows, seen = [], [], {}
-    for (number, _), parts in zip(numbered[1:], reader):
-        parts = [p.strip() for p in parts]
+    rows = _csv_rows(path)
+    try:
+        header_line, header = next(rows)
+    except StopIteration:
+        raise AnnotationError(path, None, "is empty") from None
+    id_column, columns = _csv_columns(path, header_line, header)
+    names = [header[j] for j in columns]
+    ids, values, seen = [], [], {}
+    for number, parts in rows:
         if len(parts) != len(header):
             raise AnnotationError(path, number, f"expected {len(header)} columns, found {len(parts)}")
-        if any(p == "" for p in parts):
+        if any(parts[j] == "" for j in (id_column, *columns)):
             raise AnnotationError(path, number, "has a missing value")
-        _check_duplicate(seen, parts[0], path, number)
-        ids.append(parts[0])
-        rows.append([_parse_sign(v, path, number, names[j]) for j, v in enumerate(parts[1:])])
-    return ids, names, np.asarray(rows, np.uint8).reshape(len(ids), len(names))
+        _check_duplicate(seen, parts[id_column], path, number)
+        ids.append(parts[id_column])
+        values.append([_parse_sign(parts[j], path, number, header[j]) for j in columns])
+    return ids, names, np.asarray(values, np.uint8).reshape(len(ids), len(names))
+
+
+def _id_value_rows(path: Path, what: str):
+    """Yield (line_number, image_id, value) of an ``id value`` file: txt, or CSV with or without a header."""
+    is_csv = path.suffix.lower() == ".csv"
+    rows = _csv_rows(path) if is_csv else ((number, text.split()) for number, text in _lines(path))
+    width, id_column, value_column = 2, 0, 1
+    if is_csv:
+        first = next(rows, None)
+        if first is not None and not first[1][-1].lstrip("-").isdigit():  # a header names the columns
+            id_column, columns = _csv_columns(path, *first)
+            if len(columns) != 1:
+                raise AnnotationError(path, first[0], f"expected an image id and a {what} column, "
+                                                      f"found {len(columns) + 1} named columns")
+            width, value_column = len(first[1]), columns[0]
+        elif first is not None:
+            rows = itertools.chain([first], rows)
+    for number, parts in rows:
+        if len(parts) != width:
+            raise AnnotationError(path, number, f"expected an image id and a {what}, found {len(parts)} columns")
+        yield number, parts[id_column], parts[value_column]
 
 
 def parse_id_value_file(
@@ -138,13 +178,7 @@ def parse_id_value_file(
     path = Path(path)
     values = np.full(len(known_ids), -1, np.int64)
     seen: dict[str, int] = {}
-    for number, text in _lines(path):
-        parts = [p.strip() for p in text.replace(",", " ").split()]
-        if number == 1 and path.suffix == ".csv" and not parts[-1].lstrip("-").isdigit():
-            continue  # CSV header
-        if len(parts) != 2:
-            raise AnnotationError(path, number, f"expected an image id and a {what}, found {len(parts)} columns")
-        image_id, value = parts
+    for number, image_id, value in _id_value_rows(path, what):
         try:
             number_value = int(value)
         except ValueError:
@@ -197,6 +231,9 @@ def find_layout(src: str | Path) -> CelebaLayout:
     else:
         root, image_path = src, None
     attr = _find(root, (ATTR_TXT, ATTR_CSV))
+    if attr is None and image_path is not None and root.name == "Img":  # the distributed Img/ beside Anno/
+        root = root.parent
+        attr = _find(root, (ATTR_TXT, ATTR_CSV))
     if attr is None:
         looked = ", ".join(s or "." for s in SEARCH_SUBDIRS)
         raise DatasetError(f"{root}: no {ATTR_TXT} or {ATTR_CSV} found (looked in {looked})")
@@ -260,13 +297,23 @@ class FolderImages(ImageSource):
         self.folder = Path(folder)
 
     def names(self) -> set[str]:
-        return {entry.name for entry in _scandir_files(self.folder)}
+        return {entry.name for entry in _scandir_files(self.folder) if not _is_junk(entry.name)}
 
     def read(self, name: str) -> bytes:
         return (self.folder / name).read_bytes()
 
     def describe(self) -> str:
         return f"folder {self.folder}"
+
+
+def _is_junk(member: str) -> bool:
+    """macOS's resource forks (``__MACOSX/``, ``._NAME``) and members that point outside the archive.
+
+    None is an image of the dataset; counted as images they would be unannotated ones, and a
+    ``../000002.jpg`` would stand in for the real ``000002.jpg`` of the same name.
+    """
+    parts = member.split("/")
+    return member.startswith("/") or ".." in parts or "__MACOSX" in parts or parts[-1].startswith("._")
 
 
 def _scandir_files(folder: Path):
@@ -298,7 +345,9 @@ class ZipImages(ImageSource):
             except zipfile.BadZipFile as exc:
                 raise DatasetError(f"{self.path}: not a readable zip file ({exc})") from None
             self._members = {
-                Path(info.filename).name: info.filename for info in self._zip.infolist() if not info.is_dir()
+                Path(info.filename).name: info.filename
+                for info in self._zip.infolist()
+                if not info.is_dir() and not _is_junk(info.filename)
             }
         return self._zip
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facevae.common.errors import DatasetError
 from facevae.data.attributes import CELEBA_ATTRIBUTES
 from facevae.data.synthetic import SyntheticFaces, factor_info, generate_celeba_like_partition
 
@@ -140,16 +141,21 @@ def write_annotations(out: Path, names: list[str], attributes: np.ndarray, parti
                     + [f"{nm}{lm[0]:6d}" + "".join(f"{v:5d}" for v in lm[1:]) for nm, lm in zip(names, landmarks)])
 
 
+class ForeignFolderError(DatasetError, FileExistsError):
+    """The output folder holds CelebA files that this tool did not write: one line from the command line."""
+
+
 def _clear_previous(out: Path) -> None:
     """Remove the images of an earlier fake CelebA in ``out``; refuse to touch anything else."""
     folder, archive = out / IMAGE_FOLDER, out / IMAGE_ZIP
-    if not (folder.exists() or archive.exists()):
+    # a user's own annotations would be overwritten too, even where their images are elsewhere
+    present = [p.name for p in (folder, archive, out / "list_attr_celeba.txt", out / "list_eval_partition.txt")
+               if p.exists()]
+    if not present:
         return
     if not (out / "synthetic_factors.json").is_file():
-        raise FileExistsError(
-            f"{out} already holds {IMAGE_FOLDER}/ or {IMAGE_ZIP} that this tool did not write; "
-            "choose an empty folder"
-        )
+        raise ForeignFolderError(f"{out} already holds {', '.join(present)} that this tool did not write; "
+                                 "choose an empty folder")
     if folder.is_dir():
         shutil.rmtree(folder)
     if archive.exists():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,14 @@ class _Grid:
     """A full factorial grid of factors stored as rows of a file, in any order."""
 
     def __init__(self, classes: np.ndarray, names: list[str], source: str):
-        classes = np.asarray(classes, np.int64)
-        if classes.ndim != 2 or classes.shape[1] != len(names):
+        classes = np.asarray(classes)
+        if classes.ndim != 2 or classes.shape[1] != len(names) or not len(classes):
             raise GroundTruthFileError(f"{source}: expected (N, {len(names)}) factor classes, got {classes.shape}")
+        # a cast would truncate 0.5 to 0, and cannot read text at all
+        integral = classes.dtype.kind in "iub" or (classes.dtype.kind == "f" and np.array_equal(classes, np.round(classes)))
+        if not integral:
+            raise GroundTruthFileError(f"{source}: factor classes must be whole numbers, got {classes.dtype} values")
+        classes = classes.astype(np.int64)
         if (classes < 0).any():
             raise GroundTruthFileError(f"{source}: negative factor classes")
         self.all_sizes = [int(s) for s in classes.max(axis=0) + 1]
@@ -187,10 +193,13 @@ class DSprites(_GroundTruthFile):
                                            f"has {sorted(data.files)})")
             try:
                 classes = np.asarray(data["latents_classes"])
-            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
                 raise GroundTruthFileError(f"{self.path}: unreadable latents_classes ({exc})") from exc
         self._grid = _Grid(classes, DSPRITES_FACTORS, str(self.path))
-        self._bits, self.image_shape2d = _read_packed_imgs(self.path, len(classes))
+        try:
+            self._bits, self.image_shape2d = _read_packed_imgs(self.path, len(classes))
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged member of the archive
+            raise GroundTruthFileError(f"{self.path}: unreadable imgs ({exc})") from exc
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -239,7 +248,7 @@ def _read_packed_imgs(path: Path, n: int, chunk_bytes: int = 64 << 20) -> tuple[
 
 def _pack_into(packed: np.ndarray, lo: int, flat: np.ndarray, path) -> None:
     if flat.size and (flat.min() < 0 or flat.max() > 1):
-        raise GroundTruthFileError(f"{path}: dSprites images must be binary (0/1), found values up to {flat.max()}")
+        raise GroundTruthFileError(f"{path}: dSprites images must be binary (0/1), found values from {flat.min()} to {flat.max()}")
     packed[lo: lo + len(flat)] = np.packbits(flat.astype(np.uint8, copy=False), axis=1)
 
 

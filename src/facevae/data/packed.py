@@ -101,6 +101,14 @@ def preallocate(path: Path, folder: Path, what: str, margin: int = SPACE_MARGIN_
         os.close(fd)
 
 
+def _load_array(path: Path, **kwargs) -> np.ndarray:
+    """``np.load`` that names the file it cannot read (cut short, not an array, or pickled objects)."""
+    try:
+        return np.load(path, allow_pickle=False, **kwargs)
+    except (ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: damaged, cannot be read ({exc})") from None
+
+
 @dataclass
 class PackedMeta:
     count: int
@@ -138,21 +146,39 @@ class PackedDataset:
                 "make one with `facevae data synth` or `facevae data prepare`"
             )
         self.meta = PackedMeta.from_json(meta_path)
-        self.images = np.load(self.root / "images.npy", mmap_mode="r")
-        self.attributes = np.load(self.root / "attributes.npy")
-        self.partition = np.load(self.root / "partition.npy")
+        self.images = _load_array(self.root / "images.npy", mmap_mode="r")
+        self.attributes = _load_array(self.root / "attributes.npy")
+        self.partition = _load_array(self.root / "partition.npy")
         factors_path = self.root / "factors.npy"
-        self.factors = np.load(factors_path) if factors_path.is_file() else None
+        self.factors = _load_array(factors_path) if factors_path.is_file() else None
         ids_path = self.root / "image_ids.json"
-        self.image_ids = json.loads(ids_path.read_text()) if ids_path.is_file() else None
+        try:
+            self.image_ids = json.loads(ids_path.read_text()) if ids_path.is_file() else None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{ids_path}: damaged, cannot be read ({exc})") from None
+        self._check_arrays()
+
+    def _check_arrays(self) -> None:
+        """Every array has a row per image (one that another tool cut short would misalign the rest), in the
+        documented dtype and values."""
         n = self.meta.count
         if self.images.shape != (n, self.meta.height, self.meta.width, 3):
             raise DatasetError(
                 f"{self.root}: images.npy has shape {self.images.shape}, "
                 f"meta.json says {(n, self.meta.height, self.meta.width, 3)}"
             )
+        if self.images.dtype != np.uint8:
+            raise DatasetError(f"{self.root}: images.npy holds {self.images.dtype}, not uint8 pixels 0..255")
         if self.attributes.shape != (n, len(self.meta.attribute_names)):
             raise DatasetError(f"{self.root}: attributes.npy shape {self.attributes.shape} != ({n}, A)")
+        if not np.isin(self.attributes, (0, 1)).all():  # CelebA's -1/1 would count every -1 as present
+            raise DatasetError(f"{self.root}: attributes.npy holds values other than 0 and 1")
+        if self.partition.shape != (n,):
+            raise DatasetError(f"{self.root}: partition.npy shape {self.partition.shape} != ({n},)")
+        if self.factors is not None and (self.factors.ndim != 2 or len(self.factors) != n):
+            raise DatasetError(f"{self.root}: factors.npy shape {self.factors.shape} != ({n}, F)")
+        if self.image_ids is not None and (not isinstance(self.image_ids, list) or len(self.image_ids) != n):
+            raise DatasetError(f"{self.root}: image_ids.json is not a list of {n} image ids")
 
     def __len__(self) -> int:
         return self.meta.count

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
 from facevae.common.errors import DatasetError
@@ -63,13 +64,22 @@ class PrepareOptions:
 
 
 def decode_face(data: bytes, size: int, crop: int = CELEBA_CROP, fast: bool = True) -> np.ndarray:
-    """JPEG bytes → centre-cropped, resized uint8 (size, size, 3). Raises on an undecodable file."""
-    with Image.open(io.BytesIO(data)) as img:
+    """JPEG bytes → centre-cropped, resized uint8 (size, size, 3), upright by its EXIF orientation.
+
+    Raises on an undecodable file, and on one with more pixels than Pillow's decompression-bomb limit.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # Pillow would only warn, then decode it all
+        img = Image.open(io.BytesIO(data))
+    with img:
         width, height = img.size
         side = min(crop, width, height)
         if fast:
             img.draft("RGB", (math.ceil(width * size / side), math.ceil(height * size / side)))
-        rgb = to_rgb(img)
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        rgb = to_rgb(ImageOps.exif_transpose(img) if orientation != 1 else img)
+    if orientation in (5, 6, 7, 8):  # a quarter turn: the picture is as wide as the file is high
+        width, height = height, width
     sx, sy = rgb.width / width, rgb.height / height
     left, top = round((width - side) / 2), round((height - side) / 2)  # torchvision's CenterCrop
     box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
@@ -229,6 +239,7 @@ class _Source:
     names: list[str | None]  # per annotation row: the image's name in the source, None where missing
     missing: list[str]
     unannotated: list[str]
+    factors: dict  # fake-celeba's ground truth, as finalize's keyword arguments; read before any decoding
 
     @classmethod
     def read(cls, src: str | os.PathLike) -> "_Source":
@@ -241,7 +252,7 @@ class _Source:
         unannotated = sorted(
             n for n in present if n not in annotated and n.lower().endswith((".jpg", ".jpeg", ".png"))
         )
-        return cls(layout, ann, names, missing, unannotated)
+        return cls(layout, ann, names, missing, unannotated, _synthetic_factors(layout.root, len(names)))
 
 
 class _ChunkLog:
@@ -287,13 +298,25 @@ class _ChunkLog:
             return 0
 
 
-def _synthetic_factors(root: Path, count: int) -> tuple[np.ndarray, dict] | None:
-    """Ground-truth factors that ``facevae data fake-celeba`` leaves beside its images."""
+def _synthetic_factors(root: Path, count: int) -> dict:
+    """Ground-truth factors that ``facevae data fake-celeba`` leaves beside its images, as ``finalize``'s
+    keyword arguments; none where the files are absent or describe another number of images."""
     info_path, factors_path = root / "synthetic_factors.json", root / "factors.npy"
     if not (info_path.is_file() and factors_path.is_file()):
-        return None
-    factors = np.load(factors_path)
-    return (factors, json.loads(info_path.read_text())) if len(factors) == count else None
+        return {}
+    try:
+        factors = np.load(factors_path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise DatasetError(f"{factors_path}: damaged, cannot be read ({exc})") from None
+    try:
+        info = json.loads(info_path.read_text())
+        names, sizes = list(info["factor_names"]), [int(s) for s in info["factor_sizes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{info_path}: not a description of factors.npy ({type(exc).__name__}: {exc})") from None
+    if factors.ndim != 2 or factors.shape[1] != len(names) or len(sizes) != len(names):
+        raise DatasetError(f"{factors_path}: shape {factors.shape} does not match the {len(names)} factors of "
+                           f"{info_path.name}")
+    return dict(factors=factors, factor_names=names, factor_sizes=sizes) if len(factors) == count else {}
 
 
 def _refuse_finished(out: Path, overwrite: bool) -> None:
@@ -407,11 +430,6 @@ def _finalize(
     keep = np.array([name is not None and i not in bad_rows for i, name in enumerate(source.names)])
     report = _integrity_report(source.layout, source.ann, options, keep, source.missing, source.unannotated,
                                state, time.perf_counter() - started)
-    synthetic = _synthetic_factors(source.layout.root, len(source.names))
-    factor_kwargs = {}
-    if synthetic is not None:
-        factors, info = synthetic
-        factor_kwargs = dict(factors=factors, factor_names=info["factor_names"], factor_sizes=info["factor_sizes"])
     dataset = writer.finalize(
         attributes=source.ann.attributes,
         attribute_names=source.ann.attribute_names,
@@ -421,7 +439,7 @@ def _finalize(
         source=f"celeba: {source.layout.images.describe()}",
         preprocessing=options.describe(),
         integrity=report,
-        **factor_kwargs,
+        **source.factors,
     )
     return dataset, report
 
