@@ -132,3 +132,33 @@ def test_rewrite_and_refuse_foreign_folder(tmp_path):
     (foreign / "img_align_celeba").mkdir(parents=True)
     with pytest.raises(FileExistsError):
         write_fake_celeba(foreign, 5, progress=False)
+
+
+@pytest.mark.parametrize("earlier", [None, 30], ids=["first-write", "over-an-earlier-one"])
+def test_a_write_killed_among_its_images_is_no_celeba_and_can_be_done_again(tmp_path, monkeypatch, earlier):
+    import facevae.data.fake_celeba as fake
+    from facevae.common.errors import DatasetError
+
+    out = tmp_path / "celeba"
+    if earlier:
+        write_fake_celeba(out, earlier, seed=2, progress=False)
+    run_images = fake._ImageJobs.run
+
+    def killed(self, folder, on_result):  # as a SIGKILL: some images on disk, no cleanup
+        self.factors = self.factors[:5]
+        run_images(self, folder, on_result)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fake._ImageJobs, "run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_fake_celeba(out, 20, seed=1, progress=False)
+    assert len(list((out / "img_align_celeba").iterdir())) == 5
+    with pytest.raises(DatasetError, match="list_attr_celeba"):  # data prepare finds no CelebA here
+        find_layout(out)
+
+    monkeypatch.setattr(fake._ImageJobs, "run", run_images)
+    write_fake_celeba(out, 20, seed=1, progress=False)  # not refused as a folder this tool did not write
+    fresh = write_fake_celeba(tmp_path / "fresh", 20, seed=1, progress=False)
+    for name in ("list_attr_celeba.txt", "factors.npy", "synthetic_factors.json", "img_align_celeba/000020.jpg"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert len(list((out / "img_align_celeba").iterdir())) == 20

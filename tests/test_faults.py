@@ -26,6 +26,7 @@ import facevae
 from facevae.cli import main
 from facevae.common.errors import RunError
 from facevae.common.lock import hold
+from facevae.data.packed import write_packed
 from facevae.data.prepare import decode_face, to_rgb
 from facevae.data.synthetic import write_synthetic_packed
 from facevae.training.checkpoints import safe_load
@@ -266,6 +267,97 @@ def test_a_second_writer_of_a_run_is_refused(finished, tmp_path, capsys):
     run = copy_run(finished, tmp_path / "run")
     with hold(run, what="training"):
         one_line_error(capsys, ["train", "--resume", str(run), "--no-progress"], f"pid {os.getpid()}", "training")
+
+
+# A facevae command that SIGKILLs itself at the rename onto a file named NAME, before or after it: a kill at an
+# exact point of a write, where a timer would land anywhere.
+_KILLED_AT_RENAME = """
+import os, signal, sys
+name, when = sys.argv[1:3]
+rename = os.replace
+def replace(src, dst, *args, **kwargs):
+    hit = os.path.basename(dst) == name
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(src, dst, *args, **kwargs)
+    if hit:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+from facevae.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def killed_at_rename(name: str, when: str, argv: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-c", _KILLED_AT_RENAME, name, when, *argv], capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+
+
+def ok(capsys, argv: list[str]) -> None:
+    assert main(argv) == 0
+    capsys.readouterr()  # its progress bar, before the one line a later command is to print
+
+
+def same_files(folder: Path, other: Path) -> bool:
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    return names == sorted(p.name for p in other.iterdir() if p.is_file()) and all(
+        (folder / n).read_bytes() == (other / n).read_bytes() for n in names)
+
+
+@pytest.mark.parametrize("command", [["synth", "--size", "32"], ["dsprites"]], ids=["synth", "dsprites"])
+def test_a_dataset_write_killed_while_its_files_move_in_is_refused_and_the_rerun_finishes(tmp_path, capsys, command):
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    ok(capsys, ["data", *command, str(out), "--n", "64", "--seed", "0"])
+    # rewritten with another seed, killed with the new images in place beside the old attributes and factors
+    killed_at_rename("images.npy", "after", ["data", *command, str(out), "--n", "64", "--seed", "1"])
+    for argv in (["data", "info", str(out)], ["data", "show", str(out), "--out", str(tmp_path / "grid.png")]):
+        one_line_error(capsys, argv, f"{out}: an unfinished dataset", "run the command that wrote it again")
+    ok(capsys, ["data", *command, str(out), "--n", "64", "--seed", "1"])
+    ok(capsys, ["data", *command, str(fresh), "--n", "64", "--seed", "1"])
+    assert same_files(out, fresh)
+
+
+def test_a_second_writer_of_a_dataset_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    with hold(out, what="writing synthetic faces"):
+        one_line_error(capsys, ["data", "synth", str(out), "--n", "8", "--size", "32"], f"pid {os.getpid()}")
+    assert not (out / ".partial").exists()
+
+
+def test_files_of_a_datasets_names_that_no_dataset_wrote_are_never_written_over(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "images.npy").write_text("my own array")
+    one_line_error(capsys, ["data", "synth", str(out), "--n", "8", "--size", "32"], "images.npy", "empty folder")
+    assert (out / "images.npy").read_text() == "my own array" and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "notes.txt"]
+
+
+def test_a_split_killed_before_its_assignment_is_stored_is_refused_and_the_rerun_finishes(data, tmp_path, capsys):
+    ours, fresh = shutil.copytree(data, tmp_path / "data"), shutil.copytree(data, tmp_path / "fresh")
+    split = ["data", "split", str(ours), "--strategy", "random"]
+    ok(capsys, [*split, "--seed", "0"])
+    killed_at_rename("random.npy", "before", [*split, "--seed", "1"])  # the seed-1 report is written already
+    one_line_error(capsys, ["data", "show", str(ours), "--split", "random", "--out", str(tmp_path / "grid.png")],
+                   "random.npy: missing beside its report", f"facevae data split {ours} --name random")
+    ok(capsys, [*split, "--seed", "1"])
+    ok(capsys, ["data", "split", str(fresh), "--strategy", "random", "--seed", "1"])
+    assert same_files(ours / "splits", fresh / "splits")
+
+
+def test_an_explore_killed_part_way_leaves_no_summary_and_the_rerun_matches(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data, other = (write_packed(tmp_path / name, np.zeros((40, 8, 8, 3), np.uint8), rng.random((40, 3)) < 0.4,
+                                ["a", "b", "c"]).root for name in ("data", "other"))  # few attributes: quick figures
+    out, fresh = tmp_path / "explore", tmp_path / "fresh"
+    ok(capsys, ["data", "explore", str(other), "--out", str(out)])
+    killed_at_rename("summary.json", "before", ["data", "explore", str(data), "--out", str(out)])
+    assert not (out / "summary.json").exists()  # the earlier one would describe another dataset's tables
+    ok(capsys, ["data", "explore", str(data), "--out", str(out)])
+    ok(capsys, ["data", "explore", str(data), "--out", str(fresh)])
+    assert same_files(out, fresh)
 
 
 # --- full and read-only disks (a real tmpfs) -----------------------------------------------------------------

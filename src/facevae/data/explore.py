@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import write_json_atomic
+from facevae.common.files import atomic_path, remove_stale_temporaries, write_json_atomic
 from facevae.data.attributes import CELEBA_ATTRIBUTE_RATES
 from facevae.data.packed import PackedDataset
 
@@ -139,6 +139,10 @@ def explore(dataset: PackedDataset, out_dir: str | os.PathLike) -> dict:
         raise DatasetError(f"{dataset.root}: the dataset has no attributes; nothing to explore")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # summary.json, written last, marks the folder whole: gone until then, a kill never leaves it beside
+    # the tables of another run
+    (out / OUTPUT_FILES["summary_json"]).unlink(missing_ok=True)
+    remove_stale_temporaries(out)
 
     stats = attribute_statistics(dataset.attributes)
     corr, constant = phi_correlation(dataset.attributes)
@@ -233,7 +237,7 @@ def _mean_offdiag_abs(corr: np.ndarray, constant: np.ndarray) -> float:
 
 
 def _write_frequencies_csv(path: Path, names: list[str], stats: dict) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["attribute", "positives", "negatives", "rate", "imbalance_ratio", "celeba_reference_rate",
                     "constant"])
@@ -252,7 +256,7 @@ def _write_frequencies_csv(path: Path, names: list[str], stats: dict) -> None:
 
 
 def _write_matrix_csv(path: Path, names: list[str], corr: np.ndarray, constant: np.ndarray) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["attribute", *names])
         for i, name in enumerate(names):
@@ -260,7 +264,7 @@ def _write_matrix_csv(path: Path, names: list[str], corr: np.ndarray, constant: 
 
 
 def _write_pairs_csv(path: Path, pairs: list[dict], per_attribute: dict) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["rank", "attribute_a", "attribute_b", "correlation", "abs_correlation", "sign", "rate_a", "rate_b"])
         for rank, p in enumerate(pairs, 1):
@@ -310,7 +314,9 @@ def plot_frequencies(path: Path, names: list[str], rates: np.ndarray, constant: 
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(handles=handles, loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=110)
+    from facevae.common.grids import save_figure  # through a temporary: a kill never leaves half a PNG
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -345,7 +351,9 @@ def plot_correlation_heatmap(path: Path, names: list[str], corr: np.ndarray, con
     bar.set_label("phi correlation (Pearson on 0/1)")
     subtitle = "grey: constant attribute, correlation undefined" if constant.any() else ""
     ax.set_title(title + (f"\n{subtitle}" if subtitle else ""))
-    fig.savefig(path, dpi=110)
+    from facevae.common.grids import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -22,7 +22,6 @@ CelebA) and carry no image signal either.
 from __future__ import annotations
 
 import io
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -35,12 +34,15 @@ import numpy as np
 from PIL import Image
 
 from facevae.common.errors import DatasetError
+from facevae.common.files import save_npy_atomic, write_json_atomic
 from facevae.data.attributes import CELEBA_ATTRIBUTES
 from facevae.data.synthetic import SyntheticFaces, factor_info, generate_celeba_like_partition
 
 CELEBA_HEIGHT, CELEBA_WIDTH, CELEBA_CROP = 218, 178, 148
 IMAGE_FOLDER = "img_align_celeba"
 IMAGE_ZIP = "img_align_celeba.zip"
+ANNOTATION_FILES = ("list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt", "list_bbox_celeba.txt",
+                    "list_landmarks_align_celeba.txt")
 CELEBA_IDENTITIES = 10_177
 IMAGES_PER_IDENTITY = 20  # CelebA: 202,599 images of 10,177 people
 LANDMARK_NAMES = [
@@ -156,6 +158,9 @@ def _clear_previous(out: Path) -> None:
     if not (out / "synthetic_factors.json").is_file():
         raise ForeignFolderError(f"{out} already holds {', '.join(present)} that this tool did not write; "
                                  "choose an empty folder")
+    # the annotations first: beside a partial image folder they would make a whole-looking CelebA
+    for name in ANNOTATION_FILES:
+        (out / name).unlink(missing_ok=True)
     if folder.is_dir():
         shutil.rmtree(folder)
     if archive.exists():
@@ -193,6 +198,9 @@ def write_fake_celeba(
 
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if n >= 1000 else 1
+    # synthetic_factors.json first marks the folder as this tool's, so a killed write can be done again;
+    # the annotations last, so data prepare never takes the images of a killed write for a whole CelebA
+    _write_ground_truth(out, faces, factors, seed)
     images = _ImageJobs(factors, int(jpeg_quality), int(workers), progress)
     if zip:
         _write_image_zip(out, images)
@@ -202,7 +210,6 @@ def write_fake_celeba(
     names = [image_name(i) for i in range(n)]
     write_annotations(out, names, faces.all_celeba_attributes(factors), partition, identity,
                       bboxes=faces.bboxes(factors), landmarks=faces.landmarks(factors))
-    _write_ground_truth(out, faces, factors, seed)
     return out
 
 
@@ -272,7 +279,7 @@ def _write_image_zip(out: Path, images: _ImageJobs) -> None:
 
 
 def _write_ground_truth(out: Path, faces: SyntheticFaces, factors: np.ndarray, seed: int) -> None:
-    np.save(out / "factors.npy", factors)
+    save_npy_atomic(out / "factors.npy", factors)
     info = factor_info(faces) | {
         "count": len(factors),
         "seed": seed,
@@ -281,7 +288,7 @@ def _write_ground_truth(out: Path, faces: SyntheticFaces, factors: np.ndarray, s
         "note": "ground truth of the synthetic faces; attributes not in attribute_names and the "
                 "identities are random labels without image signal",
     }
-    (out / "synthetic_factors.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json_atomic(out / "synthetic_factors.json", info)
 
 
 __all__ = ["write_fake_celeba", "generate_celeba_like_partition", "generate_identities", "image_name",

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import save_npy_atomic, write_json_atomic
+from facevae.common.files import make_dir, save_npy_atomic, write_json_atomic
+from facevae.common.lock import hold
 from facevae.data.attributes import PARTITION_NAMES
 
 FORMAT_VERSION = 1
@@ -36,6 +37,8 @@ OFFICIAL_SPLIT = "official"
 # Room needed beside images.npy: the small arrays, image ids, progress and integrity files.
 SPACE_MARGIN_BYTES = 2**20
 SPACE_PER_IMAGE_BYTES = 256
+# The files of a dataset besides meta.json, which is written after them.
+DATASET_FILES = ("images.npy", "attributes.npy", "partition.npy", "image_ids.json", "factors.npy", "integrity.json")
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -140,6 +143,11 @@ class PackedDataset:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         meta_path = self.root / "meta.json"
+        if not meta_path.is_file() and (self.root / ".partial").is_dir():
+            raise DatasetError(
+                f"{self.root}: an unfinished dataset (its writing was stopped before meta.json, "
+                f"{self.root / '.partial'} is left); run the command that wrote it again to finish it"
+            )
         if not meta_path.is_file():
             raise DatasetError(
                 f"{self.root}: not a packed dataset (no meta.json); "
@@ -218,6 +226,9 @@ class PackedDataset:
                 raise DatasetError(f"{self.root}: has no official partition; store a split with `facevae data split`")
             return self.partition
         path = self.root / "splits" / f"{name}.npy"
+        if not path.is_file() and path.with_suffix(".json").is_file():
+            raise DatasetError(f"{path}: missing beside its report: storing the split was stopped; store it "
+                               f"again with `facevae data split {self.root} --name {name} --strategy ...`")
         if not path.is_file():
             available = ", ".join(self.split_names()) or "none"
             raise DatasetError(f"{self.root}: no split named {name!r} (available: {available})")
@@ -256,10 +267,28 @@ class PackedDataset:
             raise DatasetError(f"split assignment has shape {assignment.shape}, expected ({len(self)},)")
         split_dir = self.root / "splits"
         split_dir.mkdir(exist_ok=True)
-        save_npy_atomic(split_dir / f"{name}.npy", assignment)
+        # the .npy, written last, is the stored split: a kill never leaves it beside another split's report
+        (split_dir / f"{name}.npy").unlink(missing_ok=True)
         if report is not None:
             write_json_atomic(split_dir / f"{name}.json", report)
+        save_npy_atomic(split_dir / f"{name}.npy", assignment)
         return split_dir / f"{name}.npy"
+
+
+def _refuse_foreign(root: Path) -> None:
+    """Refuse to write over files of a dataset's names that no dataset (or stopped write of one) left in ``root``."""
+    if (root / ".partial").is_dir():
+        return
+    if (root / "meta.json").is_file():
+        try:
+            PackedMeta.from_json(root / "meta.json")
+            return
+        except DatasetError:
+            pass
+    foreign = [name for name in ("meta.json", *DATASET_FILES) if (root / name).exists()]
+    if foreign:
+        raise DatasetError(f"{root} already holds {', '.join(foreign)}, which no packed dataset wrote; "
+                           "choose an empty folder (nothing was changed)")
 
 
 class PackedWriter:
@@ -286,6 +315,7 @@ class PackedWriter:
                     "delete the folder to start over"
                 )
         else:
+            _refuse_foreign(self.root)
             if self.work.exists():
                 shutil.rmtree(self.work)
             self.work.mkdir(parents=True)
@@ -353,10 +383,13 @@ class PackedWriter:
             source=source,
             preprocessing=preprocessing,
         )
-        for name in ("images.npy", "attributes.npy", "partition.npy", "image_ids.json", "factors.npy",
-                     "integrity.json"):
+        # No meta.json while the files are swapped: a kill part-way leaves no mix of two datasets taken as one.
+        (self.root / "meta.json").unlink(missing_ok=True)
+        for name in DATASET_FILES:
             if (self.work / name).exists():
                 os.replace(self.work / name, self.root / name)
+            else:  # an earlier dataset's, which would be read as this one's
+                (self.root / name).unlink(missing_ok=True)
         # meta.json last: its presence marks the dataset as complete.
         with disk_full_as_error(self.root):
             write_json_atomic(self.root / "meta.json", meta.__dict__)
@@ -382,6 +415,23 @@ class PackedWriter:
         out.flush()
         del out
         os.replace(compact_path, self.images_path)
+
+
+def write_rendered(root: str | os.PathLike, rows: np.ndarray, render, height: int, width: int, *, chunk: int,
+                   progress: bool, what: str, **finalize) -> PackedDataset:
+    """Render the factor ``rows`` a chunk at a time into a packed dataset at ``root`` (``finalize``'s keywords)."""
+    from tqdm.auto import tqdm
+
+    root = make_dir(root)
+    # one writer at a time: a second would delete the first's .partial under it and mix their rows
+    with hold(root, what=what):
+        writer = PackedWriter(root, len(rows), height, width)
+        with tqdm(total=len(rows), unit="img", desc="render", disable=not progress) as bar:
+            for lo in range(0, len(rows), chunk):
+                images = render(rows[lo : lo + chunk])
+                writer.write(lo, images)
+                bar.update(len(images))
+        return writer.finalize(**finalize)
 
 
 def write_packed(

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import write_json_atomic
+from facevae.common.files import remove_stale_temporaries, write_json_atomic
 from facevae.data.attributes import PARTITION_NAMES
 from facevae.data.packed import OFFICIAL_SPLIT, PackedDataset
 
@@ -325,6 +325,10 @@ def split_dataset(dataset: PackedDataset, strategy: str, ratios=(0.8, 0.1, 0.1),
     }
     split_dir = dataset.root / "splits"
     split_dir.mkdir(exist_ok=True)
+    remove_stale_temporaries(split_dir)
+    # the .npy is the stored split: gone until the new one's figure and report are written, a kill
+    # never leaves an earlier split with their figure and report
+    (split_dir / f"{name}.npy").unlink(missing_ok=True)
     plot_distribution(split_dir / report["figure"], report)
     if name == OFFICIAL_SPLIT:
         write_json_atomic(split_dir / f"{name}.json", report)
@@ -386,5 +390,7 @@ def plot_distribution(path: Path, report: dict) -> None:
         title += (f" — largest deviation {100 * worst['value']:.2f} pp "
                   f"({worst['attribute']}, {worst['part']})")
     top.set_title(title)
-    fig.savefig(path, dpi=100)
+    from facevae.common.grids import save_figure
+
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -18,7 +18,6 @@ disentanglement_lib's ``dsprites_full`` (the setting of the published metric tab
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -135,9 +134,7 @@ class ProceduralDSprites:
 def write_dsprites_packed(out: str | os.PathLike, n: int, seed: int = 0, chunk: int = 2048, progress: bool = True):
     """A random subset of ``n`` grid points (uniform, with repeats possible) as a packed RGB dataset at ``out``;
     its attributes are the three shapes, one-hot, so a conditional model can be given the shape."""
-    from tqdm.auto import tqdm
-
-    from facevae.data.packed import PackedWriter
+    from facevae.data.packed import write_rendered
     from facevae.data.synthetic import generate_celeba_like_partition
 
     if n < 1:
@@ -146,14 +143,8 @@ def write_dsprites_packed(out: str | os.PathLike, n: int, seed: int = 0, chunk: 
     rng = np.random.default_rng(seed)
     factors = sprites.sample_factors(n, rng)
     partition = generate_celeba_like_partition(n, rng)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    writer = PackedWriter(Path(out), n, SIZE, SIZE)
-    with tqdm(total=n, unit="img", desc="render", disable=not progress) as bar:
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
-            writer.write(lo, sprites.render(factors[lo:hi]))
-            bar.update(hi - lo)
-    return writer.finalize(
+    return write_rendered(
+        out, factors, sprites.render, SIZE, SIZE, chunk=chunk, progress=progress, what="writing dSprites",
         attributes=sprites.attributes(factors), attribute_names=list(SHAPES),
         partition=partition, image_ids=[f"dsprites_{i + 1:06d}" for i in range(n)], factors=factors,
         factor_names=FACTOR_NAMES, factor_sizes=FACTOR_SIZES, source=DSPRITES_SOURCE,

@@ -1163,9 +1163,7 @@ def write_synthetic_packed(
     progress: bool = True,
 ):
     """Render ``n`` synthetic faces straight into a packed dataset at ``out``."""
-    from tqdm.auto import tqdm
-
-    from facevae.data.packed import PackedWriter
+    from facevae.data.packed import write_rendered
 
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -1173,15 +1171,9 @@ def write_synthetic_packed(
     rng = np.random.default_rng(seed)
     factors = faces.sample_factors(n, rng)
     partition = generate_celeba_like_partition(n, rng)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = PackedWriter(out, n, faces.height, faces.width)
-    with tqdm(total=n, unit="img", desc="render", disable=not progress) as bar:
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
-            writer.write(lo, faces.render(factors[lo:hi]))
-            bar.update(hi - lo)
-    return writer.finalize(
+    return write_rendered(
+        out, factors, faces.render, faces.height, faces.width, chunk=chunk, progress=progress,
+        what="writing synthetic faces",
         attributes=faces.attributes(factors),
         attribute_names=faces.attribute_names,
         partition=partition,
