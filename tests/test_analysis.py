@@ -316,3 +316,48 @@ def test_help_has_an_example(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"example:\n  facevae {command} " in capsys.readouterr().out
+
+
+# --- hostile numbers and groups ----------------------------------------------------------------------------------
+HUGE = str(10**10)  # more images than any machine's memory holds, were they decoded at once
+
+
+@pytest.mark.parametrize("command, text", [
+    (["sample", "--temperature", "inf"], "temperature must be a finite number"),  # was: a sheet of NaN images
+    (["sample", "--seed", "-1"], "--seed must be between 0 and"),  # a conditional model's rows need numpy's seed
+    (["sample", "--seed", str(2**64)], "--seed must be between 0 and"),
+    (["sample", "--n", str(10**9)], "n must be at most"),
+    (["traverse", "--dims", "0", "--steps", HUGE], "steps must be at most"),
+    (["edit", "--index", "0", "--set", "Smiling=1", "--steps", HUGE], "steps must be at most"),
+], ids=["temperature-inf", "seed-negative", "seed-2**64", "n-huge", "traverse-steps-huge", "edit-steps-huge"])
+def test_a_hostile_number_is_one_line_naming_it(cvae, capsys, command, text):
+    assert text in one_line_error(capsys, [command[0], str(cvae), *command[1:]])
+
+
+WRITTEN = {"dims": "analysis/dims.json", "traverse": "analysis/traverse.json", "metrics": "metrics.json",
+           "probe": "analysis/probe.json"}
+
+
+@pytest.mark.parametrize("command", [["dims"], ["traverse", "--dims", "0", "--faces", "1"],
+                                     ["metrics", "--metrics", "mig", "--n", "30", "--n-eval", "12"], ["probe"]],
+                         ids=lambda c: c[0])
+def test_group_all_that_the_group_error_offers_works(vae, capsys, command):
+    assert main([command[0], str(vae), *command[1:], "--group", "all"]) == 0
+    result = json.loads((vae / WRITTEN[command[0]]).read_text())
+    group = result["disentanglement"]["settings"]["group"] if command[0] == "metrics" else result["group"]
+    assert group == "z"  # a flat model's 'all' is its one group, written where the default's files go
+
+
+def test_group_all_of_a_hierarchical_model_is_every_unit():
+    from types import SimpleNamespace
+
+    from facevae.analysis.shared import group_stem
+    from facevae.models.latents import flat_groups
+    from facevae.training.rundir import Run
+
+    groups = flat_groups({"4x4.0": (2, 4, 4), "8x8.0": (2, 8, 8)})
+    run = SimpleNamespace(model=SimpleNamespace(latent_groups=groups, latent_dim=160))
+    run.group = lambda name=None: Run.group(run, name)
+    whole = run.group("all")
+    assert (whole.name, whole.size, whole.offset) == ("all", 160, 0)
+    assert run.group(None) == groups[0] and group_stem(run, "dims", "all") == "dims_all"

@@ -112,3 +112,24 @@ def test_help_has_an_example(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["metrics", "--help"])
     assert exit_info.value.code == 0 and "example:\n  facevae metrics " in capsys.readouterr().out
+
+
+def test_a_seed_numpy_cannot_take_is_one_line_naming_the_flag(cvae_copy, capsys):
+    assert main(["metrics", str(cvae_copy), *QUICK, "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--seed must be between 0 and" in err and "\n" not in err, err
+
+
+def test_a_conditional_run_on_fake_celeba_gets_the_sampling_metrics(tmp_path, capsys):
+    """Its data has all 40 of CelebA's attributes, of which the renderer derives only some from the factors."""
+    from conftest import TINY_TRAIN
+    from facevae.data.fake_celeba import write_fake_celeba
+
+    raw = write_fake_celeba(tmp_path / "raw", 60, seed=1, progress=False, workers=1)
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["data", "prepare", str(raw), str(data), "--size", "32", "--workers", "1"]) == 0
+    assert main(["train", "--data", str(data), "--run-dir", str(run), "--model", "cvae", *TINY_TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["metrics", str(run), *QUICK, "--metrics", "beta_vae", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["labels"] == "factors" and 0.0 <= printed["scores"]["beta_vae_eval"] <= 1.0

@@ -339,3 +339,15 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             cli.main(argv)
         assert "example:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["classify", "eval", "{cls}", "--device", "bogus"], "--device 'bogus': not a device"),
+    (["classify", "eval", "{cls}", "--device", "cuda:99"], "--device cuda:99: this machine has"),
+    (["probe", "{vae}", "--C", "0"], "--C (the inverse L2 strength) must be > 0"),
+    (["probe", "{vae}", "--seed", "-1"], "--seed must be between 0 and"),
+], ids=["device-bogus", "device-missing", "C-0", "seed-negative"])
+def test_a_bad_device_c_or_seed_is_one_line_naming_it(cls_run, cvae_run, capsys, argv, text):
+    assert cli.main([a.format(cls=cls_run, vae=cvae_run) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert text in err and "\n" not in err, err

@@ -6,9 +6,12 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
+import optuna
 import pytest
 
+from facevae.cli import main
 from facevae.reporting import html as report_html
 from facevae.reporting.html import Section, build_report, html_table, register_section
 
@@ -167,3 +170,32 @@ def test_report_cli(cvae_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert "example:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_an_out_that_cannot_be_the_page_is_one_line_before_any_analysis(cvae_run, tmp_path, capsys, where):
+    run = Path(shutil.copytree(cvae_run, tmp_path / "run"))
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    out = tmp_path if where == "a folder" else notes / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"facevae: error: --out {out}: ") and "\n" not in err, err
+    assert not (run / "analysis").exists()  # refused before minutes of analysis, not after
+    assert notes.read_text() == "keep me\n"
+
+
+def test_sweep_report_of_a_sweep_whose_database_is_gone_is_one_line(tmp_path, capsys):
+    from facevae.sweeps.study import SweepConfig
+
+    sweep = tmp_path / "sweep"
+    SweepConfig(out=str(sweep), storage=f"sqlite:///{sweep / 'sweep.db'}", study="sweep", space={"beta": [1, 2]},
+                objectives=["val_elbo"], directions=["maximize"], trials=2).save()
+    assert main(["sweep-report", str(sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sweep.db: the sweep's database is not there" in err and "\n" not in err, err
+    assert not (sweep / "sweep.db").exists()  # not made empty in its place
+    optuna.create_study(study_name="another", storage=f"sqlite:///{sweep / 'sweep.db'}")
+    assert main(["sweep-report", str(sweep)]) == 2
+    assert "holds no study 'sweep'" in capsys.readouterr().err

@@ -257,7 +257,7 @@ def evaluate_dims(run, *, targets: str = "auto", group: str | None = None, bins:
         targets = "factors" if encoded.factors is not None and run.data.factor_names else "attributes"
     if targets == "factors":
         if encoded.factors is None:
-            raise ValueError(f"{run.root}: the data has no ground-truth factors; use targets='attributes'")
+            raise ValueError(f"{run.root}: the data has no ground-truth factors; use --targets attributes (or auto)")
         values, names = encoded.factors, list(run.data.factor_names)
     elif targets == "attributes":
         values, names = encoded.attributes, list(run.data.attribute_names)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from facevae.analysis.sample import check_settings, settings_slug
-from facevae.analysis.shared import as_run, image_id, run_label, write_result
+from facevae.analysis.shared import MAX_STEPS, as_run, check_at_most, image_id, run_label, write_result
 from facevae.common.grids import abbreviate_attribute, save_comparison_grid
 from facevae.data.align import PictureError, align_face
 from facevae.data.prepare import CELEBA_CROP
@@ -203,6 +203,7 @@ def edit(run: Run | str | os.PathLike, image: str | Path | None = None, index: i
         raise ValueError("nothing to edit: give the attributes to change, e.g. --set Smiling=1")
     if steps < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
+    check_at_most("steps", steps, MAX_STEPS, "the strengths of one strip")
     if direction_split not in ("test", "train"):
         raise ValueError(f"direction split must be 'test' or 'train', got {direction_split!r}")
     x, y, source = face_of(run, image, index, given)

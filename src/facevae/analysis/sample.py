@@ -22,19 +22,29 @@ the effect of the settings is visible at a glance.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
 import numpy as np
 import torch
 
-from facevae.analysis.shared import as_run, check_positive, decode_images, run_label, write_result
+from facevae.analysis.shared import (
+    as_run,
+    check_at_most,
+    check_positive,
+    decode_images,
+    run_label,
+    write_result,
+)
 from facevae.common.grids import attribute_caption, save_comparison_grid, save_labelled_grid
+from facevae.common.settings import check_seed
 from facevae.data.attributes import check_attribute_names
 from facevae.training.rundir import Run
 
 GRID_COLUMNS = 8
 COMPARE_COLUMNS = 8
+MAX_SAMPLES = 1024  # one sheet: 128 rows of 8; more would take minutes and gigabytes to draw
 
 
 # --- attribute settings ("--set Smiling=1"), shared with edit -----------------------------------------
@@ -91,8 +101,10 @@ def sample_images(run: Run | str | os.PathLike, n: int = 64, settings: dict[str,
     """
     run = as_run(run)
     check_positive("n", n)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_at_most("n", n, MAX_SAMPLES, "the samples of one sheet")
+    if not 0 < temperature < math.inf:  # an infinite one decodes z = inf·ε into NaN images
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    seed = check_seed(seed)
     settings = check_settings(run, settings or {})
     model = run.model
     if settings and not run.conditional:

@@ -11,6 +11,7 @@ from facevae.common.files import write_json_atomic
 from facevae.training.rundir import Run, open_run
 
 DECODE_BATCH = 256
+MAX_STEPS = 64  # strengths or values across one sheet, decoded together
 
 
 def as_run(run: Run | str | os.PathLike) -> Run:
@@ -47,6 +48,12 @@ def decode_images(run: Run, z: torch.Tensor, c: torch.Tensor | None = None, batc
 def check_positive(name: str, value, minimum: int = 1) -> None:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def check_at_most(name: str, value, maximum: int, why: str) -> None:
+    """A one-line error for a count that would only fill the memory: every image of a sheet is decoded at once."""
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,} ({why}), got {value:,}")
 
 
 def group_stem(run: Run, stem: str, group: str | None) -> str:

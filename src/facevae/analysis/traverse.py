@@ -41,7 +41,16 @@ from pathlib import Path
 import torch
 
 from facevae.analysis.dims import VARIANCE_THRESHOLD, dims_path
-from facevae.analysis.shared import as_run, check_positive, decode_images, group_stem, run_label, write_result
+from facevae.analysis.shared import (
+    MAX_STEPS,
+    as_run,
+    check_at_most,
+    check_positive,
+    decode_images,
+    group_stem,
+    run_label,
+    write_result,
+)
 from facevae.common.grids import save_comparison_grid
 from facevae.training.rundir import Run
 
@@ -140,6 +149,7 @@ def _value_text(v: float) -> str:
 def _checked_range(value_range, steps: int) -> torch.Tensor:
     if steps < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
+    check_at_most("steps", steps, MAX_STEPS, "the columns of one sheet")
     lo, hi = (float(v) for v in value_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"--range needs two finite numbers LOW < HIGH, got {lo:g} {hi:g}")

@@ -202,3 +202,12 @@ def given_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[
                 p._defaults = default
             else:
                 action.default = default
+
+
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds stop here (torch's go further)
+
+
+def check_seed(seed, flag: str = "--seed") -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{flag} must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
+    return int(seed)

@@ -60,11 +60,13 @@ def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 
     Data whose factors no built-in renderer made always uses its test split for the array metrics.
     """
     from facevae.common.files import check_writable
+    from facevae.common.settings import check_seed
     from facevae.training.callbacks import read_metrics
     from facevae.training.rundir import READ_ONLY_FIX, open_run
 
     if factors not in FACTOR_SOURCES:
         raise ValueError(f"factors must be one of {', '.join(FACTOR_SOURCES)}, got {factors!r}")
+    check_seed(seed)
     run = open_run(run_dir)
     if write:  # the result goes into metrics.json: find out now, not after minutes of work, that it cannot
         if (run.root / "metrics.json").is_file():
@@ -131,8 +133,10 @@ class _LabelledFaces:
     suite of a run").
     """
 
-    def __init__(self, faces, attribute_columns: list[int] | None, image_size: int | None, workers: int = 0):
+    def __init__(self, faces, attribute_columns: list[int] | None, image_size: int | None, workers: int = 0,
+                 attributes_of=None):
         self.faces, self.columns, self.image_size, self.workers = faces, attribute_columns, image_size, workers
+        self.attributes_of = attributes_of or faces.attributes
         self.factor_sizes = faces.factor_sizes
 
     def sample_factors(self, n, random_state):
@@ -142,7 +146,7 @@ class _LabelledFaces:
         from facevae.data.datamodule import prepare_images
 
         images = torch.from_numpy(self.faces.render(factors)).permute(0, 3, 1, 2)
-        attributes = None if self.columns is None else self.faces.attributes(factors)[:, self.columns]
+        attributes = None if self.columns is None else self.attributes_of(factors)[:, self.columns]
         return (prepare_images(images, self.image_size),
                 None if attributes is None else torch.from_numpy(attributes).float())
 
@@ -209,15 +213,31 @@ def _sampling_scores(run, faces, names, n, n_eval, seed, batch_size, group) -> d
 
     if faces is None:
         raise ValueError(f"{run.root}: its factors are not the built-in renderers'; the sampling metrics need one")
-    columns = [faces.attribute_names.index(a) for a in run.data.attribute_names] if run.conditional else None
+    columns, attributes_of = _condition_columns(run, faces) if run.conditional else (None, None)
     # As many workers as this process has threads (a sweep worker sharing the machine has fewer). Forked,
     # they share a model on the CPU; started any other way they would need it pickled, and CUDA cannot fork.
     forks = "fork" in torch.multiprocessing.get_all_start_methods()
     on_cpu = all(p.device.type == "cpu" for p in run.model.parameters())
     workers = torch.get_num_threads() if torch.get_num_threads() > 1 and forks and on_cpu else 0
-    observations = _LabelledFaces(faces, columns, run.data.image_size, workers)
+    observations = _LabelledFaces(faces, columns, run.data.image_size, workers, attributes_of)
     return ground_truth_metrics(observations, _encoder(run, group), seed, metrics=names,
                                 num_train=n, num_test=n_eval, sampling_batch_size=batch_size)
+
+
+def _condition_columns(run, faces) -> tuple[list[int], object]:
+    """Where a conditional run's attributes are among those the renderer gives, and the function that gives them.
+    `data fake-celeba` data has all 40 of CelebA's, not only the ones the factors express (seeded by the factors,
+    so the same as in its files)."""
+    from facevae.data.attributes import CELEBA_ATTRIBUTES
+
+    wanted = run.data.attribute_names
+    if set(wanted) <= set(faces.attribute_names):
+        return [faces.attribute_names.index(a) for a in wanted], faces.attributes
+    if hasattr(faces, "all_celeba_attributes") and set(wanted) <= set(CELEBA_ATTRIBUTES):
+        return [CELEBA_ATTRIBUTES.index(a) for a in wanted], faces.all_celeba_attributes
+    missing = [a for a in wanted if a not in faces.attribute_names]
+    raise ValueError(f"{run.root}: the renderer of its factors gives no {', '.join(missing)}, which this conditional "
+                     "model needs; score its test split instead: --metrics mig,dci,sap,modularity --factors data")
 
 
 def _encoder(run, group: str, chunk: int = ENCODER_CHUNK):

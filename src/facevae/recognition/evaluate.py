@@ -207,7 +207,17 @@ def save_metric_chart(path: str | os.PathLike, names: Sequence[str], series: lis
 def _device(device) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r}: not a device; use cpu, cuda, cuda:1 or auto") from None
+    # torch says so only at the first tensor moved, as a traceback about drivers
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         "use --device cpu, or auto to take what there is")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: this machine has none; use --device cpu, or auto to take what there is")
+    return chosen
 
 
 @torch.no_grad()

@@ -116,6 +116,7 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
     attribute accuracy and balanced accuracy; probe next to classifier when one is given) and
     probe.md (the table); returns the JSON's content plus ``table_text``.
     """
+    from facevae.common.settings import check_seed
     from facevae.recognition.config import is_classifier_run
     from facevae.training.rundir import Run, open_run
 
@@ -123,6 +124,9 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
         raise ValueError(f"unknown threshold rule {threshold_by!r}; use one of {', '.join(THRESHOLD_RULES)}")
     if max_train < 2:
         raise ValueError(f"max_train must be at least 2, got {max_train}")
+    if not C > 0:  # scikit-learn says so too, but only once every split has been encoded
+        raise ValueError(f"--C (the inverse L2 strength) must be > 0, got {C}; 1 is the default, inf no penalty")
+    check_seed(seed)
     if not isinstance(run, Run):
         if is_classifier_run(run):
             raise RunError(f"{run}: an attribute-classifier run; probe takes a VAE run "

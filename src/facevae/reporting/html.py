@@ -45,8 +45,8 @@ from typing import Callable, Sequence
 import yaml
 
 from facevae.analysis.dims import KL_THRESHOLD, shown_dims, target_notes, target_rows
-from facevae.common.errors import FileWriteError, RunError
-from facevae.common.files import make_dir, write_failure, write_text_atomic
+from facevae.common.errors import FacevaeError, FileWriteError, RunError
+from facevae.common.files import check_writable, make_dir, write_failure, write_text_atomic
 from facevae.models.config import ModelConfig
 from facevae.training.callbacks import read_metrics
 
@@ -697,6 +697,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     root = Path(run_dir)
     check_run_files(root, generate)
+    path = Path(out) if out is not None else root / "report.html"
+    check_page_path(path)
     ctx = ReportContext(root, generate=generate, regenerate=regenerate, log=log)
     built: list[Section] = []
     for builder in (SECTIONS if sections is None else sections):
@@ -722,9 +724,26 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     footer = (f"made by facevae {__version__} on {stamp} (Python {sys.version.split()[0]}, {platform.machine()}); "
               "self-contained: every figure is embedded in this file.")
     page = render_page(title, subtitle, built, footer)
-    path = Path(out) if out is not None else root / "report.html"
-    make_dir(path.parent)
-    return write_text_atomic(path, page, fix="give --out a writable place")
+    return write_text_atomic(path, page, fix=OUT_FIX)
+
+
+OUT_FIX = "give --out a writable place"
+
+
+def check_page_path(path: Path) -> None:
+    """A one-line error now, not after minutes of analysis, for a page that could not be written at ``path``."""
+    if path.is_dir():
+        raise FacevaeError(f"--out {path}: is a folder; give the page's file name, e.g. --out {path / 'report.html'}")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise FacevaeError(f"--out {path}: {blocking} is a file, so no folder can be made there; {OUT_FIX}")
+    try:
+        make_dir(path.parent, fix=OUT_FIX)
+    except FileWriteError:
+        raise
+    except OSError as exc:
+        raise FacevaeError(f"--out {path}: its folder cannot be made ({exc.strerror}); {OUT_FIX}") from None
+    check_writable(path, fix=OUT_FIX)
 
 
 def check_run_files(root: Path, generate: bool) -> None:

@@ -26,9 +26,26 @@ GROUPING_EXCLUDES = (*BETA_PARAMS, "seed")  # lines are drawn per setting of the
 METRIC_KEYS = {suite: key for key, suite in OBJECTIVES.values() if suite}  # suite metric → its headline score
 
 
+def load_recorded_study(config: SweepConfig) -> optuna.Study:
+    """The study sweep.json names; a one-line error when its database or the study in it is not there (optuna
+    says KeyError, after making an empty SQLite file in the missing one's place)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(config.storage)
+    shown = url.render_as_string(hide_password=True)
+    fix = "put the sweep's database back, or run the same `facevae sweep` command to start the study again"
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_file():
+        raise FileNotFoundError(f"{shown}: the sweep's database is not there; {fix}")
+    try:
+        return optuna.load_study(study_name=config.study, storage=config.storage)
+    except KeyError:
+        raise ValueError(f"{shown}: holds no study {config.study!r}; {fix}") from None
+
+
 def trial_rows(config: SweepConfig) -> list[dict]:
     """One dict per trial of the study (surplus trials, never run, left out)."""
-    study = optuna.load_study(study_name=config.study, storage=config.storage)
+    study = load_recorded_study(config)
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus"):

@@ -13,7 +13,7 @@ from facevae.common.errors import DatasetError, RunError
 from facevae.common.files import make_dir
 from facevae.data.datamodule import PackedDataModule
 from facevae.models.base import VAEBase
-from facevae.models.latents import LatentGroup, Latents, cat_latents, find_group
+from facevae.models.latents import ALL_UNITS, LatentGroup, Latents, cat_latents, find_group
 from facevae.training.config import RunConfig
 from facevae.training.run import load
 
@@ -56,8 +56,13 @@ class Run:
         return x, y, rows
 
     def group(self, name: str | None = None) -> LatentGroup:
-        """The latent group analyses look at: ``name``, or by default the model's first (top) group."""
-        return find_group(self.model.latent_groups, name or self.model.latent_groups[0].name)
+        """The latent group analyses look at: ``name``, or by default the model's first (top) group; 'all' is every
+        unit as one group (a flat model's one group)."""
+        groups = self.model.latent_groups
+        found = find_group(groups, name or groups[0].name)
+        if found is None:  # 'all'
+            return groups[0] if len(groups) == 1 else LatentGroup(ALL_UNITS, (self.model.latent_dim,), 0)
+        return found
 
     @torch.no_grad()
     def encode(self, part: str, batch_size: int = 256, limit: int | None = None, seed: int = 0,
