@@ -149,6 +149,13 @@ def test_traverse_one_sheet_per_requested_dim(vae, capsys):
     assert sheets == ["dim_001.png", "dim_003.png", "dim_006.png"]
 
 
+def test_negative_numbers_in_scientific_notation_are_values_not_flags():
+    from facevae.cli import build_parser
+
+    args = build_parser().parse_args(["traverse", "run", "--range", "-1e-3", "-.5", "--steps", "3"])
+    assert args.value_range == [-1e-3, -0.5]
+
+
 def test_traverse_all_means_active_dims(cvae):
     from facevae.analysis.traverse import traverse
     from facevae.training.rundir import open_run

@@ -1,6 +1,9 @@
 """End to end through the CLI: fake CelebA (folder and zip) → prepare → info → explore → split → show."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,6 +54,17 @@ def test_bad_ratios_and_unknown_split_are_one_line_errors(tmp_path, capsys):
     assert "--ratios" in err and err.count("\n") == 1
     assert main(["data", "info", str(tmp_path)]) == 2
     assert "not a packed dataset" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`facevae data info d | head -1`: the reader leaves early, and the shell shows no traceback."""
+    out = tmp_path / "synth"
+    assert main(["data", "synth", str(out), "--n", "50"]) == 0
+    info = subprocess.Popen([sys.executable, "-m", "facevae", "data", "info", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    info.stdout.close()  # before the first line is written
+    err = info.stderr.read().decode()
+    assert info.wait() == 141 and err == ""
 
 
 def test_every_command_has_help_with_an_example(capsys):

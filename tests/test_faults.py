@@ -317,6 +317,16 @@ def test_a_dataset_write_killed_while_its_files_move_in_is_refused_and_the_rerun
     assert same_files(out, fresh)
 
 
+def test_a_rewritten_dataset_keeps_no_split_of_the_one_it_replaced(tmp_path, capsys):
+    out = tmp_path / "out"
+    ok(capsys, ["data", "synth", str(out), "--n", "64", "--size", "32", "--seed", "0"])
+    ok(capsys, ["data", "split", str(out), "--strategy", "stratified"])
+    ok(capsys, ["data", "synth", str(out), "--n", "64", "--size", "32", "--seed", "1"])  # other faces, as many
+    one_line_error(capsys, ["data", "show", str(out), "--split", "stratified", "--out", str(tmp_path / "grid.png")],
+                   "no split named 'stratified'")
+    assert not (out / "splits").exists()
+
+
 def test_a_second_writer_of_a_dataset_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

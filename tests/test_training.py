@@ -189,6 +189,8 @@ def test_resume_and_new_run_errors_are_one_line(data, tmp_path, capsys):
     assert "unknown attribute(s): Nope" in capsys.readouterr().err
     assert train_cli(data, tmp_path / "e", "--ema", "1.5") == 2
     assert "--ema is a decay in [0, 1)" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    assert train_cli(data, tmp_path / "c", "--model", "vae", "--channels", "1") == 2
+    assert "--channels 1: " in capsys.readouterr().err and not (tmp_path / "c" / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from facevae import __version__
@@ -19,6 +20,9 @@ from facevae.cli import train as train_commands
 
 GROUPS = [data_commands, train_commands, analyse_commands, classify_commands, report_commands, metrics_commands,
           sweep_commands, demo_commands, serve_commands]
+
+
+NEGATIVE_NUMBER = re.compile(r"-\.?\d")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -41,6 +45,8 @@ def add_command(subparsers, name: str, func, help: str, example: str, descriptio
         formatter_class=HelpFormatter,
     )
     parser.set_defaults(func=func)
+    # Python 3.13's rule for what is a number, not a flag: before it, `--range -1e-3 1e-3` was "expected 2 arguments"
+    parser._negative_number_matcher = NEGATIVE_NUMBER
     return parser
 
 
@@ -97,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     from facevae.common.signals import Interrupted
 
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()  # inside the try: a closed pipe found at exit would be a traceback the shell prints
+        return code
+    except BrokenPipeError:  # `facevae data info d | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit finds no pipe
+        return 141  # what a shell reports for a writer stopped by SIGPIPE
     except (ValueError, ArithmeticError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         # A user's mistake gets one line; FACEVAE_DEBUG=1 brings the traceback back for developers.
         if os.environ.get("FACEVAE_DEBUG"):

@@ -36,13 +36,12 @@ from PIL import Image
 from facevae.common.errors import DatasetError
 from facevae.common.files import save_npy_atomic, write_json_atomic
 from facevae.data.attributes import CELEBA_ATTRIBUTES
+from facevae.data.celeba_files import ATTR_TXT, IDENTITY_TXT, IMAGE_FOLDER, IMAGE_ZIP, PARTITION_TXT
 from facevae.data.synthetic import SyntheticFaces, factor_info, generate_celeba_like_partition
 
 CELEBA_HEIGHT, CELEBA_WIDTH, CELEBA_CROP = 218, 178, 148
-IMAGE_FOLDER = "img_align_celeba"
-IMAGE_ZIP = "img_align_celeba.zip"
-ANNOTATION_FILES = ("list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt", "list_bbox_celeba.txt",
-                    "list_landmarks_align_celeba.txt")
+BBOX_TXT, LANDMARKS_TXT = "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt"
+ANNOTATION_FILES = (ATTR_TXT, PARTITION_TXT, IDENTITY_TXT, BBOX_TXT, LANDMARKS_TXT)
 CELEBA_IDENTITIES = 10_177
 IMAGES_PER_IDENTITY = 20  # CelebA: 202,599 images of 10,177 people
 LANDMARK_NAMES = [
@@ -128,17 +127,17 @@ def write_annotations(out: Path, names: list[str], attributes: np.ndarray, parti
                       identity: np.ndarray, bboxes: np.ndarray | None = None,
                       landmarks: np.ndarray | None = None) -> None:
     n = len(names)
-    _write_text(out / "list_attr_celeba.txt",
+    _write_text(out / ATTR_TXT,
                 [str(n), " ".join(CELEBA_ATTRIBUTES)]
                 + [format_attr_row(nm, row) for nm, row in zip(names, attributes)])
-    _write_text(out / "list_eval_partition.txt", (f"{nm} {int(p)}" for nm, p in zip(names, partition)))
-    _write_text(out / "identity_CelebA.txt", (f"{nm} {int(i)}" for nm, i in zip(names, identity)))
+    _write_text(out / PARTITION_TXT, (f"{nm} {int(p)}" for nm, p in zip(names, partition)))
+    _write_text(out / IDENTITY_TXT, (f"{nm} {int(i)}" for nm, i in zip(names, identity)))
     if bboxes is not None:
-        _write_text(out / "list_bbox_celeba.txt",
+        _write_text(out / BBOX_TXT,
                     [str(n), "image_id x_1 y_1 width height"]
                     + [f"{nm}{b[0]:6d}{b[1]:4d}{b[2]:4d}{b[3]:4d}" for nm, b in zip(names, bboxes)])
     if landmarks is not None:
-        _write_text(out / "list_landmarks_align_celeba.txt",
+        _write_text(out / LANDMARKS_TXT,
                     [str(n), " ".join(LANDMARK_NAMES)]
                     + [f"{nm}{lm[0]:6d}" + "".join(f"{v:5d}" for v in lm[1:]) for nm, lm in zip(names, landmarks)])
 
@@ -151,7 +150,7 @@ def _clear_previous(out: Path) -> None:
     """Remove the images of an earlier fake CelebA in ``out``; refuse to touch anything else."""
     folder, archive = out / IMAGE_FOLDER, out / IMAGE_ZIP
     # a user's own annotations would be overwritten too, even where their images are elsewhere
-    present = [p.name for p in (folder, archive, out / "list_attr_celeba.txt", out / "list_eval_partition.txt")
+    present = [p.name for p in (folder, archive, out / ATTR_TXT, out / PARTITION_TXT)
                if p.exists()]
     if not present:
         return

@@ -385,6 +385,9 @@ class PackedWriter:
         )
         # No meta.json while the files are swapped: a kill part-way leaves no mix of two datasets taken as one.
         (self.root / "meta.json").unlink(missing_ok=True)
+        # the stored splits are of the dataset replaced: still valid partitions of as many rows, they would be
+        # used without a word, their reports' balance claims false
+        shutil.rmtree(self.root / "splits", ignore_errors=True)
         for name in DATASET_FILES:
             if (self.work / name).exists():
                 os.replace(self.work / name, self.root / name)

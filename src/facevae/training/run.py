@@ -277,6 +277,11 @@ def seeded_datamodule(config: RunConfig, run_dir: Path, save: bool = True) -> Pa
     t.precision = resolve_precision(t.precision, t.accelerator)  # config.yaml says what "auto" chose
     L.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config)
+    stored_channels = datamodule.stored_image_shape[0]
+    if config.model.channels != stored_channels:  # before the sanity step's conv error, which names no flag
+        raise ValueError(f"--channels {config.model.channels}: {t.data} holds images of {stored_channels} channels "
+                         f"(packed datasets are RGB, black-and-white ones too); leave --channels at "
+                         f"{stored_channels}")
     if config.model.is_conditional and not config.model.condition_names:
         config.model.condition_names = datamodule.attribute_names
     if config.model.loss == "tcvae" and not config.model.dataset_size:
