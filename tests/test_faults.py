@@ -180,6 +180,16 @@ def test_legal_but_likely_wrong_settings_warn(data, tmp_path, capsys, monkeypatc
     assert len(trained) == 1
 
 
+@pytest.mark.skipif(Path("/proc/sys/vm/overcommit_memory").is_file()
+                    and Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1",
+                    reason="this kernel grants any allocation and kills the process once it is used")
+def test_settings_too_large_for_the_memory_are_one_line(data, tmp_path, capsys):
+    run = tmp_path / "huge"  # 15 trillion weights: 335 GiB asked for at once
+    one_line_error(capsys, ["train", "--data", str(data), "--run-dir", str(run), *TINY, "--model", "hvae",
+                            "--hvae-channels", "100000"], "out of memory (335.3 GiB at once)", "--batch-size")
+    assert main(["train", "--data", str(data), "--run-dir", str(run), "--epochs", "1", *TINY]) == 0  # started again
+
+
 def test_a_bernoulli_likelihood_on_grey_or_resized_images_warns(data, tmp_path, capsys, monkeypatch):
     import facevae.training.run
     from facevae.data.sprites import write_dsprites_packed

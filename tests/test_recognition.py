@@ -121,6 +121,8 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(synth_data, tmp_path, c
     assert "no ImageNet weights for the 'small' backbone" in capsys.readouterr().err
     assert run("classify", "train", "--data", synth_data, "--run-dir", run_dir, "--weights", tmp_path / "nope.pth", *TINY) == 2
     assert "weights file not found" in capsys.readouterr().err
+    assert run("classify", "train", "--data", synth_data, "--run-dir", run_dir, "--image-size", "100000", *TINY) == 2
+    assert "--image-size 100000: at most 1024" in capsys.readouterr().err
     assert not run_dir.exists()
     assert run("classify", "eval", tmp_path) == 2
     assert "not a run directory" in capsys.readouterr().err

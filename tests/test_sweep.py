@@ -96,6 +96,20 @@ def test_two_workers_share_the_budget_without_duplicates(tiny_data, tmp_path):
     assert all((Path(t.user_attrs["run_dir"]) / "model.safetensors").is_file() for t in trials)
 
 
+def test_no_more_workers_start_than_the_study_has_trials(tiny_data, tmp_path, monkeypatch, capsys):
+    import facevae.reporting.sweep_report
+    import facevae.sweeps.study
+
+    started = []
+    monkeypatch.setattr(facevae.sweeps.study, "run_sweep", lambda config, workers: started.append(workers))
+    monkeypatch.setattr(facevae.reporting.sweep_report, "build_sweep_report",
+                        lambda out: {"files": {"html": "-"}, "trials": []})
+    monkeypatch.setattr(facevae.reporting.sweep_report, "format_trials", lambda report: "")
+    # 1,000 processes importing torch each would exhaust the memory of most machines
+    assert main(sweep(tiny_data, tmp_path / "sweep", "--workers", "1000")) == 0
+    assert started == [4] and "4 worker(s) here, not 1000" in capsys.readouterr().out
+
+
 def kill_when(args: list[str], ready) -> None:
     """Runs ``facevae ARGS`` in a process and SIGKILLs it once ``ready()``."""
     worker = subprocess.Popen([sys.executable, "-m", "facevae", *args], stdout=subprocess.DEVNULL,

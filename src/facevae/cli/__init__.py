@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"facevae: error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        message = _out_of_memory_message(exc)
+        if message is None or os.environ.get("FACEVAE_DEBUG"):
+            raise
+        print(f"facevae: error: {message}", file=sys.stderr)
+        return 2
     except OSError as exc:
         message = _write_failure_message(exc)
         if message is None or os.environ.get("FACEVAE_DEBUG"):
@@ -127,6 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facevae: interrupted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory_message(exc: BaseException) -> str | None:
+    """One line for settings too large for the machine (torch's allocator, on CPU or GPU, says it in a paragraph
+    with a C++ location); None for any other RuntimeError, which is a bug to show."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text):
+        return None
+    tried = re.search(r"tried to allocate (\d+) bytes", text) or re.search(r"tried to allocate ([\d.]+ ?[KMGT]iB)", text, re.I)
+    size = ""
+    if tried:
+        from facevae.common.files import rounded_bytes
+
+        amount = tried.group(1)
+        size = f" ({rounded_bytes(int(amount)) if amount.isdigit() else amount} at once)"
+    return (f"out of memory{size}: these settings need more memory than this machine has; use a smaller model "
+            "(--width, --latent-dim, --hvae-channels, --hvae-groups, ...) or a smaller --batch-size")
 
 
 def _write_failure_message(exc: OSError) -> str | None:

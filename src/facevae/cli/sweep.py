@@ -143,19 +143,40 @@ def _trials(args: argparse.Namespace, size: int) -> int:
     return args.trials
 
 
+def check_sweep_numbers(args: argparse.Namespace) -> None:
+    """One line naming the flag, before a worker starts (Optuna's own messages name none)."""
+    from facevae.common.settings import check_seed
+
+    if args.workers < 1 or args.heartbeat_interval < 1 or min(args.metric_n, args.metric_n_eval) < 1:
+        raise ValueError("--workers, --heartbeat-interval, --metric-n and --metric-n-eval must be at least 1")
+    if args.grace_period is not None and args.grace_period < 1:
+        raise ValueError(f"--grace-period is a number of seconds, at least 1; got {args.grace_period}")
+    if args.direction2 != "maximize" and not args.objective2:
+        raise ValueError("--direction2 is the direction of --objective2, which is not given")
+    check_seed(args.sampler_seed, "--sampler-seed")
+
+
+def _workers_here(asked: int, trials: int) -> int:
+    """Workers beyond the study's trials would each import torch only to find no trial left."""
+    if asked > trials:
+        print(f"the study has {trials} trial(s): {trials} worker(s) here, not {asked}")
+        return trials
+    return asked
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from facevae.common.signals import Interrupted, signal_name, sigterm_as_interrupt
     from facevae.reporting.sweep_report import build_sweep_report, format_trials
     from facevae.sweeps.study import run_sweep
 
-    if args.workers < 1 or args.heartbeat_interval < 1 or min(args.metric_n, args.metric_n_eval) < 1:
-        raise ValueError("--workers, --heartbeat-interval, --metric-n and --metric-n-eval must be at least 1")
+    check_sweep_numbers(args)
     config = sweep_config_from_args(args)
+    workers = _workers_here(args.workers, config.trials)
     print(f"sweep {config.study!r}: {config.trials} trials over {', '.join(config.space)} "
           f"({config.sampler}), storage {config.storage}", flush=True)
     try:
         with sigterm_as_interrupt():  # a worker here stops at the next batch, its trial's point queued again
-            run_sweep(config, workers=args.workers)
+            run_sweep(config, workers=workers)
     except KeyboardInterrupt as exc:  # also Interrupted (SIGTERM): a stop, not an error
         signum = getattr(exc, "signum", signal.SIGINT)
         raise Interrupted(signum, f"sweep {config.study!r} stopped by {signal_name(signum)}; the points of the trials "

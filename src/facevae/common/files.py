@@ -57,10 +57,15 @@ def _free_space(path: Path) -> str:
         free = shutil.disk_usage(folder).free
     except OSError:
         return "unknown"
-    if free < 1024:
-        return f"{free} bytes"
-    exponent = min((free.bit_length() - 1) // 10, 3)
-    return f"{free / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
+    return rounded_bytes(free)
+
+
+def rounded_bytes(n: int) -> str:
+    """``1.2 MiB``: a size to read."""
+    if n < 1024:
+        return f"{n} bytes"
+    exponent = min((n.bit_length() - 1) // 10, 4)
+    return f"{n / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exponent - 1]}"
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import make_dir, save_npy_atomic, write_json_atomic
+from facevae.common.files import make_dir, rounded_bytes, save_npy_atomic, write_json_atomic
 from facevae.common.lock import hold
 from facevae.data.attributes import PARTITION_NAMES
 
@@ -46,10 +46,7 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 def _format_bytes(n: int) -> str:
     """``1,234,567 bytes (1.2 MiB)``: exact to compare with ``df``, rounded to read."""
-    if n < 1024:
-        return f"{n:,} bytes"
-    exponent = min((n.bit_length() - 1) // 10, 3)
-    return f"{n:,} bytes ({n / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]})"
+    return f"{n:,} bytes" if n < 1024 else f"{n:,} bytes ({rounded_bytes(n)})"
 
 
 def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:

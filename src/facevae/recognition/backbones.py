@@ -58,9 +58,15 @@ def default_input_size(backbone: str, stored_size: int) -> int:
     return DEFAULT_INPUT_SIZE.get(check_backbone(backbone), stored_size)
 
 
+MAX_INPUT_SIZE = 1024
+
+
 def check_input_size(backbone: str, size: int) -> int:
     if size < 16:
-        raise ValueError(f"image size {size} is too small for a classifier (at least 16 pixels)")
+        raise ValueError(f"--image-size {size} is too small for a classifier (at least 16 pixels)")
+    if size > MAX_INPUT_SIZE:  # a batch of them would not fit in memory: an allocation error, naming no flag
+        raise ValueError(f"--image-size {size}: at most {MAX_INPUT_SIZE} (the backbones are made for 224 to 299 "
+                         "pixels; CelebA's aligned faces are 218×178)")
     if backbone == "inception_v3" and size < INCEPTION_MIN_SIZE:
         raise ValueError(f"inception_v3 needs --image-size {INCEPTION_MIN_SIZE} or more (its auxiliary head "
                          f"needs a 17×17 feature map), got {size}")
