@@ -101,7 +101,9 @@ def test_library_function_does_not_write_when_asked(cvae_copy):
 def test_bad_metrics_input_is_a_one_line_error(cvae_copy, tmp_path, capsys):
     for args, message in [([str(cvae_copy), "--metrics", "mig,bogus"], "unknown metric 'bogus'"),
                           ([str(tmp_path / "nowhere")], "not a run directory"),
-                          ([str(cvae_copy), "--n", "0"], "at least 1")]:
+                          ([str(cvae_copy), "--n", "0"], "--n must be 1 to 100,000 points, got 0"),
+                          ([str(cvae_copy), "--n-eval", str(10**9)], "--n-eval must be 1 to 100,000 points"),
+                          ([str(cvae_copy), "--batch-size", "0"], "--batch-size must be at least 1")]:
         assert main(["metrics", *args]) == 2, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err

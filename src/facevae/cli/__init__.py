@@ -148,8 +148,8 @@ def _out_of_memory_message(exc: BaseException) -> str | None:
 
         amount = tried.group(1)
         size = f" ({rounded_bytes(int(amount)) if amount.isdigit() else amount} at once)"
-    return (f"out of memory{size}: these settings need more memory than this machine has; use a smaller model "
-            "(--width, --latent-dim, --hvae-channels, --hvae-groups, ...) or a smaller --batch-size")
+    return (f"out of memory{size}: these settings need more memory than this machine has; make them smaller: the "
+            "model (--width, --latent-dim, --hvae-channels, --hvae-groups, ...), --batch-size, or the points asked for")
 
 
 def _write_failure_message(exc: OSError) -> str | None:

@@ -146,9 +146,11 @@ def _trials(args: argparse.Namespace, size: int) -> int:
 def check_sweep_numbers(args: argparse.Namespace) -> None:
     """One line naming the flag, before a worker starts (Optuna's own messages name none)."""
     from facevae.common.settings import check_seed
+    from facevae.metrics.run import check_point_counts
 
-    if args.workers < 1 or args.heartbeat_interval < 1 or min(args.metric_n, args.metric_n_eval) < 1:
-        raise ValueError("--workers, --heartbeat-interval, --metric-n and --metric-n-eval must be at least 1")
+    if args.workers < 1 or args.heartbeat_interval < 1:
+        raise ValueError("--workers and --heartbeat-interval must be at least 1")
+    check_point_counts(metric_n=args.metric_n, metric_n_eval=args.metric_n_eval)
     if args.grace_period is not None and args.grace_period < 1:
         raise ValueError(f"--grace-period is a number of seconds, at least 1; got {args.grace_period}")
     if args.direction2 != "maximize" and not args.objective2:

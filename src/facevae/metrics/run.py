@@ -41,6 +41,15 @@ def parse_metric_names(metrics) -> list[str]:
 
 
 FACTOR_SOURCES = ("uniform", "data")
+# Ten times disentanglement_lib's 10,000: already hours of rendering on a laptop; a billion fills the memory.
+MAX_POINTS = 100_000
+
+
+def check_point_counts(**counts: int) -> None:
+    """One line naming the flag (``n_eval=...`` → --n-eval) of a count of points that is not 1 to MAX_POINTS."""
+    for name, value in counts.items():
+        if not 1 <= value <= MAX_POINTS:
+            raise ValueError(f"--{name.replace('_', '-')} must be 1 to {MAX_POINTS:,} points, got {value:,}")
 
 
 def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 10000, n_eval: int = 5000,
