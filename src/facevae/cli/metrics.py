@@ -35,7 +35,12 @@ def register(subparsers) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from facevae.metrics.run import check_point_counts, compute_disentanglement, format_disentanglement, parse_metric_names
+    from facevae.metrics.run import (
+        check_point_counts,
+        compute_disentanglement,
+        format_disentanglement,
+        parse_metric_names,
+    )
 
     parse_metric_names(args.metrics)  # a typo fails before the model is loaded
     check_point_counts(n=args.n, n_eval=args.n_eval)
