@@ -390,6 +390,32 @@ def test_resume_trains_longer_with_epochs_and_refuses_any_other_setting(data, tm
     assert RunConfig.load(run / "config.yaml").train.epochs == 2  # the run's record says what it now is
 
 
+class LrLog(L.Callback):
+    def __init__(self):
+        self.rates = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.rates[trainer.current_epoch] = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("warmup", [0, 3], ids=["cosine", "warmup-cosine"])
+def test_a_run_resumed_with_more_epochs_anneals_over_them_as_if_planned_so(data, tmp_path, warmup):
+    """The cosine restored from the checkpoint was planned for 2 epochs: periodic, it would climb back to --lr."""
+    from facevae.training.run import train
+
+    whole, resumed = LrLog(), LrLog()
+    train(_tiny_config(data, tmp_path / "whole", epochs=4, lr_warmup_steps=warmup), callbacks=[whole])
+    train(_tiny_config(data, tmp_path / "resumed", epochs=2, lr_warmup_steps=warmup))
+    longer = RunConfig.load(tmp_path / "resumed" / "config.yaml")
+    longer.train.epochs = 4
+    train(longer, resume=True, callbacks=[resumed])
+    assert sorted(resumed.rates) == [2, 3]
+    if not warmup:
+        assert whole.rates[2] == pytest.approx(0.5 * longer.train.lr)  # half-way down a 4-epoch cosine
+    for epoch in (2, 3):
+        assert resumed.rates[epoch] == pytest.approx(whole.rates[epoch], rel=1e-6), epoch
+
+
 def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 
@@ -97,6 +99,9 @@ class VAEModule(L.LightningModule):
     def configure_optimizers(self):
         return optimizers_for(self, self.run_config.train)
 
+    def on_train_start(self):
+        stretch_restored_schedule(self, self.run_config.train)
+
 
 def optimizers_for(module: L.LightningModule, t) -> dict | torch.optim.Optimizer:
     """AdamW over ``module``'s parameters with the learning-rate schedule of TrainConfig ``t``."""
@@ -112,6 +117,36 @@ def optimizers_for(module: L.LightningModule, t) -> dict | torch.optim.Optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
     return optimizer
+
+
+def stretch_restored_schedule(module: L.LightningModule, t) -> None:
+    """A run resumed with more --epochs gets its cosine schedule back from the checkpoint, planned for the old
+    count: periodic, its rate would climb back to --lr from there. It is stretched to the new count instead."""
+    configs = module.trainer.lr_scheduler_configs
+    if t.lr_schedule != "cosine" or not configs:
+        return
+    scheduler = configs[0].scheduler
+    if not t.lr_warmup_steps:
+        _stretch_cosine(scheduler, max(t.epochs, 1))
+        return
+    total = max(int(module.trainer.estimated_stepping_batches), t.lr_warmup_steps + 1)
+    cosine = scheduler._schedulers[1]  # SequentialLR's: torch has no public accessor
+    if module.trainer.global_step < t.lr_warmup_steps:  # still warming up: the cosine has not begun
+        cosine.T_max = total - t.lr_warmup_steps
+    else:
+        _stretch_cosine(cosine, total - t.lr_warmup_steps)
+
+
+def _stretch_cosine(scheduler, t_max: int) -> None:
+    """Give a cosine schedule a new length, at the rate the closed form gives where the run is on it (the
+    scheduler's own update is relative to the last rate, which the old schedule may have brought to zero)."""
+    if scheduler.T_max == t_max:
+        return
+    scheduler.T_max = t_max
+    progress = min(scheduler.last_epoch, t_max) / t_max
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def _warmup_schedule(optimizer, t, total: int):
