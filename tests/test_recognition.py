@@ -77,6 +77,10 @@ def test_classifier_run_directory_eval_and_resume(cls_run, tmp_path, capsys):
     resumed = resume_classifier(run_dir, epochs=3, evaluate=False)
     assert resumed["global_step"] == steps * 3 // 2
     assert [e["epoch"] for e in resumed["epochs"]] == [0, 1, 2]
+    schedule = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["lr_schedulers"][0]
+    assert schedule["T_max"] == resumed["global_step"]  # annealed over the 3 epochs, not the 2 first planned
+    assert run("classify", "train", "--resume", run_dir, "--backbone", "resnet18") == 2
+    assert "--backbone cannot change them" in capsys.readouterr().err
     model = load_classifier(run_dir)
     assert model.attribute_names == [r["attribute"] for r in result["attributes"]]
     assert not model.training and model(torch.rand(2, 3, 64, 64)).shape == (2, 17)

@@ -12,7 +12,7 @@ from torchmetrics.classification import MultilabelAccuracy
 from facevae.recognition.augment import BatchAugment
 from facevae.recognition.backbones import AttributeClassifier
 from facevae.recognition.config import ClassifierConfig
-from facevae.training.module import NonFiniteLossError
+from facevae.training.module import NonFiniteLossError, stretch_cosine
 
 
 class ClassifierModule(L.LightningModule):
@@ -96,11 +96,18 @@ class ClassifierModule(L.LightningModule):
         self.log("val_acc", self.val_accuracy, prog_bar=True, on_epoch=True, batch_size=len(x))
 
     # --- optimiser ------------------------------------------------------------------------------------
+    def on_train_start(self):
+        # resumed with more --epochs: the cosine restored from the checkpoint was planned for fewer steps
+        stretch_cosine(self.trainer.lr_scheduler_configs[0].scheduler, self._planned_steps())
+
+    def _planned_steps(self) -> int:
+        return max(int(self.trainer.estimated_stepping_batches), 1)
+
     def configure_optimizers(self):
         cfg = self.cfg
         groups = [{"params": self.model.head_parameters(), "lr": cfg.lr, "name": "head"},
                   {"params": self.model.backbone_parameters(), "lr": cfg.fine_tune_lr, "name": "backbone"}]
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1000
+        total = self._planned_steps() if self._trainer is not None else 1000
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=cfg.lr * 0.01)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

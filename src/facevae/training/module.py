@@ -127,17 +127,17 @@ def stretch_restored_schedule(module: L.LightningModule, t) -> None:
         return
     scheduler = configs[0].scheduler
     if not t.lr_warmup_steps:
-        _stretch_cosine(scheduler, max(t.epochs, 1))
+        stretch_cosine(scheduler, max(t.epochs, 1))
         return
     total = max(int(module.trainer.estimated_stepping_batches), t.lr_warmup_steps + 1)
     cosine = scheduler._schedulers[1]  # SequentialLR's: torch has no public accessor
     if module.trainer.global_step < t.lr_warmup_steps:  # still warming up: the cosine has not begun
         cosine.T_max = total - t.lr_warmup_steps
     else:
-        _stretch_cosine(cosine, total - t.lr_warmup_steps)
+        stretch_cosine(cosine, total - t.lr_warmup_steps)
 
 
-def _stretch_cosine(scheduler, t_max: int) -> None:
+def stretch_cosine(scheduler, t_max: int) -> None:
     """Give a cosine schedule a new length, at the rate the closed form gives where the run is on it (the
     scheduler's own update is relative to the last rate, which the old schedule may have brought to zero)."""
     if scheduler.T_max == t_max:
