@@ -107,27 +107,15 @@ def config_from_args(args: argparse.Namespace):
     return ClassifierConfig(**settings)
 
 
-def resume_overrides(args: argparse.Namespace) -> dict:
-    """The --epochs / --max-time typed beside --resume (train longer); a one-line error for any other setting
-    typed there, which would otherwise be ignored without a word."""
-    from facevae.common.settings import flag_name, values_from_args
-    from facevae.recognition.config import ClassifierConfig
-
-    settings = values_from_args(args, ClassifierConfig)
-    typed = set(getattr(args, "typed_settings", set())) & set(settings)
-    refused = sorted(typed - {"epochs", "max_time", "progress", "verbose"})
-    if refused:
-        raise ValueError(f"--resume RUN continues the classifier with the settings in RUN/config.yaml; "
-                         f"{', '.join(flag_name(name, ClassifierConfig) for name in refused)} cannot change them "
-                         "(only --epochs and --max-time can: train longer); start a new run for other settings")
-    return {name: settings[name] for name in ("epochs", "max_time") if name in typed}
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from facevae.recognition.train import resume_classifier, train_classifier
 
     if args.resume is not None:
-        longer = resume_overrides(args)
+        from facevae.cli.train import resume_overrides
+        from facevae.common.settings import values_from_args
+        from facevae.recognition.config import ClassifierConfig
+
+        longer = resume_overrides(args, values_from_args(args, ClassifierConfig), ClassifierConfig, "the classifier")
         metrics = resume_classifier(args.resume, progress=args.progress, verbose=args.verbose, **longer)
         run_dir = args.resume
     else:

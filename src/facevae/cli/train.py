@@ -83,17 +83,19 @@ RESUME_OVERRIDES = ("epochs", "max_time")
 RESUME_CONSOLE = ("progress", "verbose")
 
 
-def resume_overrides(args: argparse.Namespace) -> dict:
+def resume_overrides(args: argparse.Namespace, settings: dict | None = None, cls=None,
+                     what: str = "the run") -> dict:
     """The --epochs / --max-time typed beside --resume; a one-line error for any other setting typed there,
-    instead of ignoring it."""
+    instead of ignoring it. ``settings``: the command's settings from ``args`` (default: train's), ``cls``: their
+    dataclass, for the flags' names."""
     from facevae.common.settings import flag_name
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args) if settings is None else settings
     typed = set(getattr(args, "typed_settings", set())) & set(settings)
     refused = sorted(typed - set(RESUME_OVERRIDES) - set(RESUME_CONSOLE))
     if refused:
-        raise ValueError(f"--resume RUN continues the run with the settings in RUN/config.yaml; "
-                         f"{', '.join(flag_name(name) for name in refused)} cannot change them (only --epochs and "
+        raise ValueError(f"--resume RUN continues {what} with the settings in RUN/config.yaml; "
+                         f"{', '.join(flag_name(name, cls) for name in refused)} cannot change them (only --epochs and "
                          "--max-time can: train longer); start a new run for other settings")
     return {name: settings[name] for name in RESUME_OVERRIDES if name in typed}
 
