@@ -35,15 +35,9 @@ def register(subparsers) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from facevae.metrics.run import (
-        check_point_counts,
-        compute_disentanglement,
-        format_disentanglement,
-        parse_metric_names,
-    )
+    from facevae.metrics.run import compute_disentanglement, format_disentanglement, parse_metric_names
 
     parse_metric_names(args.metrics)  # a typo fails before the model is loaded
-    check_point_counts(n=args.n, n_eval=args.n_eval)
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     result = compute_disentanglement(args.run, args.metrics, n=args.n, n_eval=args.n_eval, seed=args.seed,

@@ -76,6 +76,7 @@ def compute_disentanglement(run_dir: str | os.PathLike, metrics="all", n: int = 
     if factors not in FACTOR_SOURCES:
         raise ValueError(f"factors must be one of {', '.join(FACTOR_SOURCES)}, got {factors!r}")
     check_seed(seed)
+    check_point_counts(n=n, n_eval=n_eval)
     run = open_run(run_dir)
     if write:  # the result goes into metrics.json: find out now, not after minutes of work, that it cannot
         if (run.root / "metrics.json").is_file():
