@@ -156,6 +156,18 @@ def test_negative_numbers_in_scientific_notation_are_values_not_flags():
     assert args.value_range == [-1e-3, -0.5]
 
 
+def test_an_unknown_flag_is_named_under_its_commands_usage(capsys):
+    from facevae.cli import main
+
+    for argv, prog in ((["traverse", "run", "--bogus", "1"], "facevae traverse"),
+                       (["data", "info", "d", "--bogus"], "facevae data info")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"{prog}: error: unrecognized arguments: --bogus" in err
+        assert err.startswith(f"usage: {prog} ")  # the command's flags, not `facevae COMMAND ...`
+
+
 def test_traverse_all_means_active_dims(cvae):
     from facevae.analysis.traverse import traverse
     from facevae.training.rundir import open_run

@@ -145,6 +145,21 @@ def test_the_fix_a_damaged_export_suggests_works(finished, tmp_path, capsys):
     assert facevae.load(run).config.latent_dim == 8
 
 
+def test_a_run_whose_data_was_moved_names_it_and_the_fix_works(data, finished, tmp_path, capsys):
+    import yaml
+
+    run, moved = copy_run(finished, tmp_path / "run"), Path(shutil.copytree(data, tmp_path / "data"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["data"] = str(tmp_path / "gone")  # what a run trained on data since moved records
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for command in (["reconstruct", str(run)], ["train", "--resume", str(run), "--epochs", "2"]):
+        one_line_error(capsys, command, f"the data it was trained on, {tmp_path / 'gone'}, is not there",
+                       f"set train.data in {run / 'config.yaml'}")
+    config["train"]["data"] = str(moved)  # the fix the line gives
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["reconstruct", str(run)]) == 0
+
+
 # --- bad arguments and data, refused before a run directory exists ---------------------------------------
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -339,6 +339,18 @@ def test_probe_on_vae_latents_compared_with_classifier(cvae_run, cls_run, tmp_pa
     assert "probe takes a VAE run" in capsys.readouterr().err
 
 
+def test_a_classifier_run_given_to_a_vae_command_is_named_as_one(cls_run, capsys):
+    import facevae
+    from facevae.common.errors import RunError
+
+    for command in (["metrics", cls_run], ["report", cls_run], ["train", "--resume", cls_run]):
+        assert run(*command) == 2
+        err = capsys.readouterr().err
+        assert "an attribute-classifier run" in err and "not a VAE run" in err, command
+    with pytest.raises(RunError, match="attribute-classifier run.*load_classifier"):
+        facevae.load(cls_run)
+
+
 def test_help_has_examples(capsys):
     for argv in (["classify", "--help"], ["classify", "train", "--help"], ["classify", "eval", "--help"],
                  ["probe", "--help"]):

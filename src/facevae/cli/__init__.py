@@ -44,7 +44,7 @@ def add_command(subparsers, name: str, func, help: str, example: str, descriptio
         epilog=f"example:\n  {example}",
         formatter_class=HelpFormatter,
     )
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=func, command_parser=parser)
     # Python 3.13's rule for what is a number, not a flag: before it, `--range -1e-3 1e-3` was "expected 2 arguments"
     parser._negative_number_matcher = NEGATIVE_NUMBER
     return parser
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from facevae.common.settings import given_dests
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's own parse_args names them under `facevae`'s usage, not the command's
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -168,6 +168,10 @@ class RunConfig:
         """The config of a run directory; a RunError naming the file when it is damaged or incomplete."""
         path = Path(path)
         raw = _read_yaml_mapping(path)
+        if "kind" in raw:  # a VAE run's config has none; `facevae classify train` writes kind: attribute_classifier
+            what = ("an attribute-classifier run (`facevae classify eval` takes it)"
+                    if raw["kind"] == "attribute_classifier" else f"a run of another kind ({raw['kind']!r})")
+            raise RunError(f"{path.parent}: {what}, not a VAE run; this command takes a run of `facevae train`")
         for section, keys in REQUIRED_KEYS.items():
             if not isinstance(raw.get(section), dict):
                 raise RunError(f"{path}: has no {section!r} section (cut short, or not a run's config.yaml)")
@@ -179,6 +183,13 @@ class RunConfig:
         except (ValueError, TypeError) as exc:  # a wrong type or value, as the dataclasses' checks word it
             message = str(exc).replace("ModelConfig.", "model.").replace("TrainConfig.", "train.")
             raise RunError(f"{path}: {message}") from None
+
+    def check_data_present(self, run_dir: Path) -> None:
+        """A RunError when the data folder the run names is gone: the dataset's own "not a packed dataset" would not
+        say that it is the run's record that points at nothing."""
+        if self.train.data and not Path(self.train.data).exists():
+            raise RunError(f"{run_dir}: the data it was trained on, {self.train.data}, is not there (moved or "
+                           f"deleted?); put it back, or set train.data in {Path(run_dir) / 'config.yaml'} to where it is")
 
     def warnings(self) -> list[str]:
         """What is legal but likely a mistake: a huge model, images upsampled from smaller data."""

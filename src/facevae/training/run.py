@@ -375,6 +375,9 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> VAEB
     """
     state, info = read_exported(run_dir)
     info_path, fix = Path(run_dir) / "model.json", reexport_fix(run_dir)
+    if info.get("kind") == "attribute_classifier":  # what `facevae classify train` exports
+        raise RunError(f"{run_dir}: an attribute-classifier run, not a VAE run; load it with "
+                       "facevae.recognition.train.load_classifier")
     if not isinstance(info.get("model"), dict):
         raise RunError(f"{info_path}: has no 'model' object (not a VAE run's model.json?); {fix}")
     try:
@@ -403,6 +406,7 @@ def resume(run_dir: str | os.PathLike, **overrides) -> dict:
         raise RunError(f"{run_dir}: not a run directory (no config.yaml); train one with `facevae train`")
     claim_run_dir(run_dir, resume=True)  # no checkpoint: say so, whatever the config holds
     config = RunConfig.load(run_dir / "config.yaml")
+    config.check_data_present(run_dir)
     config.train.run_dir = str(run_dir)
     for key, value in overrides.items():
         setattr(config.train, key, value)

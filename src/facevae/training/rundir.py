@@ -114,6 +114,7 @@ def open_run(run_dir: str | os.PathLike) -> Run:
     if not (root / "config.yaml").is_file():
         raise RunError(f"{root}: not a run directory (no config.yaml); train one with `facevae train`")
     config = RunConfig.load(root / "config.yaml")
+    config.check_data_present(root)
     model = load(root)  # raises a clear error when there is no finished model
     data = PackedDataModule(config.train.data, split=config.train.split, batch_size=config.train.batch_size,
                             image_size=config.model.image_size, seed=config.train.seed)
