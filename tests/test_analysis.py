@@ -168,6 +168,25 @@ def test_an_unknown_flag_is_named_under_its_commands_usage(capsys):
         assert err.startswith(f"usage: {prog} ")  # the command's flags, not `facevae COMMAND ...`
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["reconstruct", "RUN", "--n", "0"], "--n must be at least 1"),
+    (["sample", "RUN", "--n", "0"], "--n must be at least 1"),
+    (["traverse", "RUN", "--steps", "1"], "--steps must be at least 2"),
+    (["traverse", "RUN", "--steps", "65"], "--steps must be at most 64"),
+    (["traverse", "RUN", "--faces", "0"], "--faces must be at least 1"),
+    (["edit", "RUN", "--index", "0", "--set", "Smiling=1", "--steps", "1"], "--steps must be at least 2"),
+    (["probe", "RUN", "--max-train", "1"], "--max-train must be at least 2"),
+    (["data", "synth", "OUT", "--n", "0"], "--n must be at least 1"),
+])
+def test_a_count_out_of_range_is_named_by_its_flag(cvae, tmp_path, capsys, argv, flag):
+    from facevae.cli import main
+
+    argv = [str(cvae) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"facevae: error: {flag}") and "got" in err, err
+
+
 def test_traverse_all_means_active_dims(cvae):
     from facevae.analysis.traverse import traverse
     from facevae.training.rundir import open_run

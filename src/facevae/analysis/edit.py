@@ -202,7 +202,7 @@ def edit(run: Run | str | os.PathLike, image: str | Path | None = None, index: i
     if not settings:
         raise ValueError("nothing to edit: give the attributes to change, e.g. --set Smiling=1")
     if steps < 2:
-        raise ValueError(f"steps must be at least 2, got {steps}")
+        raise ValueError(f"--steps must be at least 2, got {steps}")
     check_at_most("steps", steps, MAX_STEPS, "the strengths of one strip")
     if direction_split not in ("test", "train"):
         raise ValueError(f"direction split must be 'test' or 'train', got {direction_split!r}")

@@ -148,7 +148,7 @@ def _value_text(v: float) -> str:
 
 def _checked_range(value_range, steps: int) -> torch.Tensor:
     if steps < 2:
-        raise ValueError(f"steps must be at least 2, got {steps}")
+        raise ValueError(f"--steps must be at least 2, got {steps}")
     check_at_most("steps", steps, MAX_STEPS, "the columns of one sheet")
     lo, hi = (float(v) for v in value_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

@@ -182,7 +182,7 @@ def write_fake_celeba(
     most 8, and 1 for small ``n``). The same ``n`` and ``seed`` always give the same files.
     """
     if n < 1:
-        raise ValueError("n must be at least 1")
+        raise ValueError(f"--n must be at least 1, got {n}")
     if n > 999_999:
         raise ValueError("CelebA's 6-digit file names allow at most 999,999 images")
     out = Path(out)

@@ -19,7 +19,7 @@ def show_dataset(dataset, out_path: str | os.PathLike, n: int = 32, seed: int = 
     from that split's test part.
     """
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise ValueError(f"--n must be at least 1, got {n}")
     if split is None:
         pool = np.arange(len(dataset))
         where = ""

@@ -138,7 +138,7 @@ def write_dsprites_packed(out: str | os.PathLike, n: int, seed: int = 0, chunk: 
     from facevae.data.synthetic import generate_celeba_like_partition
 
     if n < 1:
-        raise ValueError("n must be at least 1")
+        raise ValueError(f"--n must be at least 1, got {n}")
     sprites = ProceduralDSprites(channels=3)
     rng = np.random.default_rng(seed)
     factors = sprites.sample_factors(n, rng)

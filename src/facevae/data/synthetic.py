@@ -1166,7 +1166,7 @@ def write_synthetic_packed(
     from facevae.data.packed import write_rendered
 
     if n < 1:
-        raise ValueError("n must be at least 1")
+        raise ValueError(f"--n must be at least 1, got {n}")
     faces = SyntheticFaces(size=size, prior=prior)
     rng = np.random.default_rng(seed)
     factors = faces.sample_factors(n, rng)

@@ -123,7 +123,7 @@ def probe_run(run, classifier_run: str | os.PathLike | None = None, *, max_train
     if threshold_by not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {threshold_by!r}; use one of {', '.join(THRESHOLD_RULES)}")
     if max_train < 2:
-        raise ValueError(f"max_train must be at least 2, got {max_train}")
+        raise ValueError(f"--max-train must be at least 2, got {max_train}")
     if not C > 0:  # scikit-learn says so too, but only once every split has been encoded
         raise ValueError(f"--C (the inverse L2 strength) must be > 0, got {C}; 1 is the default, inf no penalty")
     check_seed(seed)
