@@ -25,7 +25,11 @@ run() {  # loss beta
         --width 1 --image-size 32 --likelihood bernoulli --loss "$1" --beta "$2" --batch-size 64 --lr 1e-3 --patience 0 \
         --eval-k 8 --eval-batches 2 --no-progress --epochs "$e" --seed "${SEED:-0}" > "$W/$name.e$e.log" 2>&1
     fi
-    OMP_NUM_THREADS=1 $F metrics "$W/$name" --metrics beta_vae,mig --n 1000 --n-eval 500 --json > "$W/$name.e$e.json"
+    if ! OMP_NUM_THREADS=1 $F metrics "$W/$name" --metrics beta_vae,mig --n 1000 --n-eval 500 --json \
+         > "$W/$name.e$e.json" 2> "$W/$name.e$e.err"; then  # a run that failed or was killed has no model
+      echo "| $name | (no scores after $e epochs: $(tail -n 1 "$W/$name.e$e.err"); see $W/$name.e$e.log) |"
+      return
+    fi
     .venv/bin/python - "$W/$name" "$W/$name.e$e.json" <<'PY'
 import json, sys
 run = json.load(open(f"{sys.argv[1]}/metrics.json"))
