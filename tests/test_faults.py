@@ -160,6 +160,22 @@ def test_a_run_whose_data_was_moved_names_it_and_the_fix_works(data, finished, t
     assert main(["reconstruct", str(run)]) == 0
 
 
+@pytest.mark.parametrize("argv", [
+    ["data", "synth", "FILE/out", "--n", "5"], ["data", "fake-celeba", "FILE/out", "--n", "5"],
+    ["data", "explore", "DATA", "--out", "FILE/out"], ["data", "show", "DATA", "--out", "FILE/sub/grid.png"],
+    ["train", "--data", "DATA", "--run-dir", "FILE/run", "--image-size", "32"], ["demo", "--out", "FILE"],
+    ["sweep", "--data", "DATA", "--out", "FILE/sweep", "--param", "beta=1", "--image-size", "32"],
+    ["report", "RUN", "--out", "FILE/pages/report.html"],
+])
+def test_a_file_where_a_folder_must_be_made_is_named(data, finished, tmp_path, capsys, argv):
+    blocking = tmp_path / "notes.txt"
+    blocking.write_text("the user's")
+    given = {"DATA": str(data), "RUN": str(finished)}
+    argv = [str(blocking) + a[4:] if a.startswith("FILE") else given.get(a, a) for a in argv]
+    one_line_error(capsys, argv, str(blocking), "is a file, so no folder can be made there")
+    assert blocking.read_text() == "the user's"
+
+
 # --- bad arguments and data, refused before a run directory exists ---------------------------------------
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -72,12 +72,14 @@ class _Stages:
 
 
 def _clear(out: Path) -> None:
+    from facevae.common.files import make_dir
+
+    make_dir(out)
     for old in (out / "data", out / "cvae", out / "explore"):  # a demo always starts from nothing
         if old.exists():
             shutil.rmtree(old)
     for old in (out / "report.html", out / "faces.png"):
         old.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _render(out: Path, s: DemoSettings, log, progress: bool):

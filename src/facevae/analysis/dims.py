@@ -54,7 +54,7 @@ from typing import Sequence
 import numpy as np
 
 from facevae.analysis.shared import group_stem
-from facevae.common.files import write_json_atomic
+from facevae.common.files import make_dir, write_json_atomic
 from facevae.common.information import entropy, mutual_information
 
 BINS = 20
@@ -281,7 +281,7 @@ def evaluate_dims(run, *, targets: str = "auto", group: str | None = None, bins:
         for row in result["attributes"]:
             row["conditioned"] = row["name"] in run.condition_names
     out = Path(out_dir) if out_dir is not None else run.analysis_dir
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     stem = dims_path(run, group).stem
     files = {"json": str(out / f"{stem}.json"), "csv": str(out / f"{stem}.csv")}
     write_csv(result, out / f"{stem}.csv")
@@ -377,7 +377,7 @@ def plot_dims(result: dict, path: str | os.PathLike, title: str | None = None) -
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold", y=1 - 0.12 / height, va="top")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     fig.savefig(path, dpi=100, facecolor="white")
     return path
 

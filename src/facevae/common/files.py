@@ -108,7 +108,13 @@ def check_writable(path: str | os.PathLike, fix: str = "") -> None:
 
 
 def make_dir(path: str | os.PathLike, fix: str = "") -> Path:
+    """The folder ``path``, made with its parents; a FileWriteError naming a file that stands in the way."""
     path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # mkdir would say "File exists" or "Not a directory", naming neither
+        where = "is a file" if blocking == path else f"{blocking} is a file"
+        problem = f"{path}: {where}, so no folder can be made there"
+        raise FileWriteError(problem + f"; {fix or 'choose another place'}", errno.ENOTDIR, str(path), problem)
     with writing(path, fix):
         path.mkdir(parents=True, exist_ok=True)
     return path

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import atomic_path, remove_stale_temporaries, write_json_atomic
+from facevae.common.files import atomic_path, make_dir, remove_stale_temporaries, write_json_atomic
 from facevae.data.attributes import CELEBA_ATTRIBUTE_RATES
 from facevae.data.packed import PackedDataset
 
@@ -138,7 +138,7 @@ def explore(dataset: PackedDataset, out_dir: str | os.PathLike) -> dict:
     if not names:
         raise DatasetError(f"{dataset.root}: the dataset has no attributes; nothing to explore")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     # summary.json, written last, marks the folder whole: gone until then, a kill never leaves it beside
     # the tables of another run
     (out / OUTPUT_FILES["summary_json"]).unlink(missing_ok=True)

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import save_npy_atomic, write_json_atomic
+from facevae.common.files import make_dir, save_npy_atomic, write_json_atomic
 from facevae.data.attributes import CELEBA_ATTRIBUTES
 from facevae.data.celeba_files import ATTR_TXT, IDENTITY_TXT, IMAGE_FOLDER, IMAGE_ZIP, PARTITION_TXT
 from facevae.data.synthetic import SyntheticFaces, factor_info, generate_celeba_like_partition
@@ -186,7 +186,7 @@ def write_fake_celeba(
     if n > 999_999:
         raise ValueError("CelebA's 6-digit file names allow at most 999,999 images")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     _clear_previous(out)
 
     faces = fake_celeba_faces()

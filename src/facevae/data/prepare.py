@@ -38,7 +38,7 @@ from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
 from facevae.common.errors import DatasetError
-from facevae.common.files import write_json_atomic
+from facevae.common.files import make_dir, write_json_atomic
 from facevae.common.lock import hold
 from facevae.data.attributes import PARTITION_NAMES
 from facevae.data.celeba_files import Annotations, CelebaLayout, ImageSource, find_layout, read_annotations
@@ -344,7 +344,7 @@ def prepare_celeba(
     started = time.perf_counter()
     source = _Source.read(src)
     with disk_full_as_error(out):  # even the folder and the lock file need a little room
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
     with disk_full_as_error(out), hold(out, what="preparing a dataset"), _sigterm_as_interrupt():
         _refuse_finished(out, overwrite)  # again: another preparation may have finished it meanwhile
         log = _ChunkLog(out, _fingerprint(source.ann.image_ids, options, source.layout.images.describe()))

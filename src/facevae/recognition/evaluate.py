@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from facevae.common.errors import DatasetError, RunError
-from facevae.common.files import write_json_atomic
+from facevae.common.files import make_dir, write_json_atomic
 from facevae.recognition.config import THRESHOLD_RULES
 
 METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc")
@@ -197,7 +197,7 @@ def save_metric_chart(path: str | os.PathLike, names: Sequence[str], series: lis
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     fig.savefig(path)
     return path
 

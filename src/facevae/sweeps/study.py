@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from facevae.common.files import make_dir
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
 from facevae.sweeps.search_space import trial_config
@@ -55,7 +56,7 @@ class SweepConfig:
         from facevae.common.files import write_json_atomic
 
         path = Path(self.out) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent)
         write_json_atomic(path, asdict(self))
         return path
 
@@ -257,7 +258,7 @@ class _Progress:
 
 def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     """Saves the config, creates the study, and runs ``workers`` worker processes on it (1: this one)."""
-    Path(config.out).mkdir(parents=True, exist_ok=True)  # the default SQLite file goes there
+    make_dir(Path(config.out))  # the default SQLite file goes there
     study = open_study(config)  # created once here, so that the workers only ever join it
     config.save()  # only once the study is known to be this sweep's
     if config.together:
