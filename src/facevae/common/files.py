@@ -114,7 +114,9 @@ def make_dir(path: str | os.PathLike, fix: str = "") -> Path:
     if blocking is not None:  # mkdir would say "File exists" or "Not a directory", naming neither
         where = "is a file" if blocking == path else f"{blocking} is a file"
         problem = f"{path}: {where}, so no folder can be made there"
-        raise FileWriteError(problem + f"; {fix or 'choose another place'}", errno.ENOTDIR, str(path), problem)
+        # not the caller's fix: that is for a folder that cannot be written (read-only, full), not one in the way
+        raise FileWriteError(problem + "; move the file away, or choose another place", errno.ENOTDIR, str(path),
+                             problem)
     with writing(path, fix):
         path.mkdir(parents=True, exist_ok=True)
     return path
