@@ -176,6 +176,14 @@ def test_a_file_where_a_folder_must_be_made_is_named(data, finished, tmp_path, c
     assert blocking.read_text() == "the user's"
 
 
+def test_a_folder_given_where_a_file_is_written_is_named(data, tmp_path, capsys):
+    folder = tmp_path / "grids"
+    (folder / "inside").mkdir(parents=True)
+    one_line_error(capsys, ["data", "show", str(data), "--out", str(folder)], f"{folder}: is a folder",
+                   f"give a file's name ({folder}/NAME)")
+    assert [p.name for p in folder.iterdir()] == ["inside"]  # no temporary left behind
+
+
 # --- bad arguments and data, refused before a run directory exists ---------------------------------------
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -86,6 +86,9 @@ def writing(path: str | os.PathLike, fix: str = "") -> Iterator[None]:
 def atomic_path(path: str | os.PathLike, fix: str = "") -> Iterator[Path]:
     """Yields the temporary to write; renamed to ``path`` when the block ends, removed when it fails."""
     path = Path(path)
+    if path.is_dir():  # the rename at the end would fail with the temporary's name in the message
+        raise FileWriteError(f"{path}: is a folder, so no file can be written in its place; give a file's name "
+                             f"({path}/NAME)", errno.EISDIR, str(path))
     tmp = temporary_path(path)
     with writing(path, fix):
         try:
