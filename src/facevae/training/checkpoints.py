@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -72,13 +73,24 @@ def safe_load(path: str | os.PathLike, map_location="cpu", fix: str = "") -> dic
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers, never code."""
     suffix = f"; {fix}" if fix else ""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then loads or refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as exc:  # what weights_only refuses: code, or objects it does not know
-        raise RunError(f"{path}: refused to load (not a plain-weights checkpoint: {_first_line(exc)}){suffix}") from None
+        raise RunError(f"{path}: refused to load: it holds more than tensors and plain containers "
+                       f"({_refusal(exc)}), and loading it could run code{suffix}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for a damaged file
         raise RunError(f"{path}: damaged checkpoint, cannot be read ({_first_line(exc)}){suffix}") from None
+
+
+def _refusal(exc: BaseException) -> str:
+    """What torch's safe unpickler found, without its advice to load the file unsafely."""
+    # its paragraphs: the advice, [a request to file an issue,] what it found, a link to the documentation
+    found = [p.strip() for p in str(exc).split("\n\n")[1:]
+             if p.strip() and not p.strip().endswith(":") and not p.strip().startswith("Check the documentation")]
+    return found[0].split(". ")[0].rstrip(".") if found else "not a plain-weights checkpoint"
 
 
 def _first_line(exc: BaseException) -> str:
