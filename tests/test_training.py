@@ -418,6 +418,25 @@ def test_a_run_resumed_with_more_epochs_anneals_over_them_as_if_planned_so(data,
         assert resumed.rates[epoch] == pytest.approx(whole.rates[epoch], rel=1e-6), epoch
 
 
+def test_training_longer_retires_the_analysis_and_scores_of_the_model_it_replaces(data, tmp_path, capsys):
+    from facevae.training.run import RETIRED, train
+
+    run = tmp_path / "run"
+    train(_tiny_config(data, run, epochs=1))
+    (run / "analysis").mkdir()
+    (run / "analysis" / "dims.json").write_text("{}")
+    stored = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**stored, "disentanglement": {"scores": {"mig": 0.5}}}))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # evaluated again: the same model
+    assert "disentanglement" in json.loads((run / "metrics.json").read_text()) and not (run / RETIRED).exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert "the exported model changed" in capsys.readouterr().err
+    assert "disentanglement" not in json.loads((run / "metrics.json").read_text())
+    assert not (run / "analysis").exists() and (run / RETIRED / "dims.json").is_file()
+    assert json.loads((run / RETIRED / "disentanglement.json").read_text()) == {"scores": {"mig": 0.5}}
+
+
 def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -14,7 +14,9 @@ A run directory holds::
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -37,7 +39,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from facevae.common.errors import FileWriteError, RunError
-from facevae.common.files import make_dir, remove_stale_temporaries
+from facevae.common.files import make_dir, remove_stale_temporaries, write_json_atomic
 from facevae.common.lock import hold
 from facevae.common.signals import Interrupted, default_sigterm, signal_name
 from facevae.data.datamodule import PackedDataModule
@@ -306,12 +308,39 @@ def _train_held(config: RunConfig, run_dir: Path, resume_from: Path | None, laun
     if not trainer.is_global_zero:
         return {}
     model = best_model(module, run_dir, "finite validation ELBO")
+    before = _weights_digest(run_dir)
     export(model, run_dir, datamodule.attribute_names)
+    if before is not None and before != _weights_digest(run_dir):
+        _retire_old_model_results(run_dir, metrics)
     test = evaluate(model, datamodule, config)
     metrics.update(best_epoch=_best_epoch(metrics.data), best_val_elbo=_best_val(metrics.data), test=test,
                    train_seconds=round(time.perf_counter() - started, 1), global_step=trainer.global_step,
                    **({} if module.guard is None else {"skipped_updates": module.guard.skipped}))
     return metrics.data
+
+
+def _weights_digest(run_dir: Path) -> str | None:
+    path = run_dir / "model.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+RETIRED = "analysis.earlier-model"  # what described the model a longer training replaced
+
+
+def _retire_old_model_results(run_dir: Path, metrics: MetricsFile) -> None:
+    """Training longer exported another model: its analysis and disentanglement scores described the one before,
+    and the report would show them as this one's. They move to RUN/analysis.earlier-model (the one before goes)."""
+    retired, scores = run_dir / RETIRED, metrics.data.pop("disentanglement", None)
+    if not (run_dir / "analysis").is_dir() and scores is None:
+        return
+    shutil.rmtree(retired, ignore_errors=True)
+    if (run_dir / "analysis").is_dir():
+        os.replace(run_dir / "analysis", retired)
+    if scores is not None:
+        write_json_atomic(make_dir(retired) / "disentanglement.json", scores)
+        metrics.update()
+    print(f"facevae: note: the exported model changed, so the analysis and scores of the earlier one moved to "
+          f"{retired}; `facevae report {run_dir}` and `facevae metrics {run_dir}` compute them again", file=sys.stderr)
 
 
 def best_model(module, run_dir: Path, monitored: str) -> torch.nn.Module:
