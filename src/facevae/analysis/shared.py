@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from facevae.common.files import write_json_atomic
+from facevae.common.settings import flag_name
 from facevae.training.rundir import Run, open_run
 
 DECODE_BATCH = 256
@@ -45,20 +46,15 @@ def decode_images(run: Run, z: torch.Tensor, c: torch.Tensor | None = None, batc
     return torch.cat(parts) if parts else torch.zeros((0, 3, run.config.model.image_size, run.config.model.image_size))
 
 
-def flag(name: str) -> str:
-    """The command-line flag of a keyword argument (the commands pass theirs under the same names)."""
-    return "--" + name.replace("_", "-")
-
-
 def check_positive(name: str, value, minimum: int = 1) -> None:
     if value < minimum:
-        raise ValueError(f"{flag(name)} must be at least {minimum}, got {value}")
+        raise ValueError(f"{flag_name(name)} must be at least {minimum}, got {value}")
 
 
 def check_at_most(name: str, value, maximum: int, why: str) -> None:
     """A one-line error for a count that would only fill the memory: every image of a sheet is decoded at once."""
     if value > maximum:
-        raise ValueError(f"{flag(name)} must be at most {maximum:,} ({why}), got {value:,}")
+        raise ValueError(f"{flag_name(name)} must be at most {maximum:,} ({why}), got {value:,}")
 
 
 def group_stem(run: Run, stem: str, group: str | None) -> str:

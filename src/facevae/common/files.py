@@ -110,10 +110,16 @@ def check_writable(path: str | os.PathLike, fix: str = "") -> None:
             tmp.unlink()
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """A file at ``folder`` or at one of its parents, which keeps the folder from being made."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def make_dir(path: str | os.PathLike, fix: str = "") -> Path:
     """The folder ``path``, made with its parents; a FileWriteError naming a file that stands in the way."""
     path = Path(path)
-    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(path)
     if blocking is not None:  # mkdir would say "File exists" or "Not a directory", naming neither
         where = "is a file" if blocking == path else f"{blocking} is a file"
         problem = f"{path}: {where}, so no folder can be made there"

@@ -46,7 +46,7 @@ import yaml
 
 from facevae.analysis.dims import KL_THRESHOLD, shown_dims, target_notes, target_rows
 from facevae.common.errors import FacevaeError, FileWriteError, RunError
-from facevae.common.files import check_writable, make_dir, write_failure, write_text_atomic
+from facevae.common.files import check_writable, file_in_the_way, make_dir, write_failure, write_text_atomic
 from facevae.models.config import ModelConfig
 from facevae.training.callbacks import read_metrics
 
@@ -734,7 +734,7 @@ def check_page_path(path: Path) -> None:
     """A one-line error now, not after minutes of analysis, for a page that could not be written at ``path``."""
     if path.is_dir():
         raise FacevaeError(f"--out {path}: is a folder; give the page's file name, e.g. --out {path / 'report.html'}")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(path.parent)
     if blocking is not None:
         raise FacevaeError(f"--out {path}: {blocking} is a file, so no folder can be made there; {OUT_FIX}")
     try:
