@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
+import yaml
 from optuna.trial import TrialState
 
 from facevae.cli import main
@@ -169,7 +170,11 @@ def test_bad_sweep_input_is_a_one_line_error(tiny_data, tmp_path, capsys):
     base = ["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "s"), *TRIAL]
     cases = {"colour=1,2": "not a flag of facevae train", "beta": "expected NAME=V1,V2",
              "beta=1,,2": "expected NAME=V1,V2", "width=1,x": "'x' is not a valid int",
-             "model=vae,gan": "not one of", "beta=2,2": "listed twice"}
+             "model=vae,gan": "not one of", "beta=2,2": "listed twice",
+             "model=vae..cvae": "only a number setting", "flip=false..true": "only a number setting",
+             "lr=1e-2..1e-4": "low end must be below", "lr=0..1e-2:log": "log range must be above 0",
+             "lr=1e-4..1e-2:cubic": "not a range", "latent-dim=4..32.5": "'32.5' is not a valid int",
+             "lr=1e-4..1e-2:log": "a grid cannot hold"}
     for spec, message in cases.items():
         assert main([*base, "--param", spec]) == 2, spec
         err = capsys.readouterr().err
@@ -179,6 +184,46 @@ def test_bad_sweep_input_is_a_one_line_error(tiny_data, tmp_path, capsys):
     assert "beta=1.0" in capsys.readouterr().err and not (tmp_path / "s").exists()
     assert main(["sweep-report", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_ranges_are_searched_by_tpe_within_their_ends_and_the_report_plots_them(tiny_data, tmp_path, capsys):
+    from facevae.sweeps.search_space import parse_param
+
+    assert parse_param("lr=1e-4..1e-2:log") == ("lr", {"low": 1e-4, "high": 1e-2, "log": True, "type": "float"})
+    assert parse_param("--latent-dim=2..4") == ("latent_dim", {"low": 2, "high": 4, "log": False, "type": "int"})
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", str(tiny_data), "--out", str(out), "--sampler", "tpe", "--trials", "3",
+            "--param", "lr=1e-4..1e-2:log", "--param", "latent-dim=2..4", "--param", "beta=1,4", *TRIAL]
+    assert main(argv) == 0
+    trials = trials_of(out)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for t in trials:
+        lr, dim = t.distributions["lr"], t.distributions["latent_dim"]
+        assert isinstance(lr, optuna.distributions.FloatDistribution) and lr.log and (lr.low, lr.high) == (1e-4, 1e-2)
+        assert isinstance(dim, optuna.distributions.IntDistribution) and (dim.low, dim.high) == (2, 4)
+        assert 1e-4 <= t.params["lr"] <= 1e-2 and t.params["latent_dim"] in (2, 3, 4)
+        config = yaml.safe_load((Path(t.user_attrs["run_dir"]) / "config.yaml").read_text())
+        assert config["train"]["lr"] == t.params["lr"] and config["model"]["latent_dim"] == t.params["latent_dim"]
+    assert len({t.params["lr"] for t in trials}) == 3  # drawn from the range, not from a few listed values
+    capsys.readouterr()
+    assert main(["sweep-report", str(out)]) == 0
+    assert (out / "objective_vs_ranges.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "sweep_report.json").read_text())
+    assert set(report["by_beta"]["val_elbo"]) <= {"all trials"}  # no line per drawn lr or latent size
+    assert "Against the ranged settings" in (out / "sweep_report.html").read_text()
+
+
+def test_a_damaged_sweep_json_is_a_one_line_error(tmp_path, capsys):
+    good = {"out": str(tmp_path), "storage": "sqlite:///x.db", "study": "s", "space": {"beta": [1.0]},
+            "objectives": ["val_elbo"], "directions": ["maximize"], "trials": 1}
+    cases = {"{bad": "not valid JSON", "[1]": "holds a JSON list", '{"out": "x"}': "lacks storage, study, space",
+             json.dumps(good | {"space": {"lr": {"low": 1}}}): "its space is not lists of values and ranges",
+             json.dumps(good | {"space": {"beta": []}}): "its space is not lists"}
+    for text, message in cases.items():
+        (tmp_path / "sweep.json").write_text(text)
+        assert main(["sweep-report", str(tmp_path)]) == 2, text
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (text, err)
 
 
 def test_joining_worker_must_run_the_same_sweep(tmp_path):

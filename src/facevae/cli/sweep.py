@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     s.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="a training setting and its values, e.g. beta=1,2,4 or batch-size=64,128 (repeatable): "
                    "any flag of `facevae train` but --data and --run-dir, switches as true/false, --conditions "
-                   "values with + between names (report,Male+Smiling)")
+                   "values with + between names (report,Male+Smiling); for --sampler tpe, a number setting may "
+                   "be a range instead, both ends included: lr=1e-4..1e-2:log (log scale), latent-dim=4..32")
     s.add_argument("--objective", choices=list(OBJECTIVES), default="val_elbo")
     s.add_argument("--objective2", choices=list(OBJECTIVES), default=None, help="a second objective: Pareto front")
     s.add_argument("--direction", choices=DIRECTIONS, default="maximize")
@@ -75,7 +76,7 @@ def sweep_config_from_args(args: argparse.Namespace):
     from facevae.cli.train import settings_from_args
     from facevae.metrics.run import parse_metric_names
     from facevae.sweeps.objectives import check_objectives
-    from facevae.sweeps.search_space import base_settings, check_space, grid_size, parse_params
+    from facevae.sweeps.search_space import base_settings, check_space, parse_params
     from facevae.sweeps.storage import check_storage_url
     from facevae.sweeps.study import SweepConfig
     from facevae.training.run import check_accelerator
@@ -104,7 +105,7 @@ def sweep_config_from_args(args: argparse.Namespace):
     return SweepConfig(
         out=str(out), storage=_storage_url(args.storage, out), study=args.study or out.name,
         space=space, objectives=objectives, directions=[args.direction, args.direction2][: len(objectives)],
-        trials=_trials(args, grid_size(space)), sampler=args.sampler, pruner=args.pruner, metric_n=args.metric_n,
+        trials=_trials(args, space), sampler=args.sampler, pruner=args.pruner, metric_n=args.metric_n,
         metric_n_eval=args.metric_n_eval, sampler_seed=args.sampler_seed, heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period, base=base, conditions=args.conditions,
         metrics=parse_metric_names(args.metrics) if args.metrics else [], together=args.together)
@@ -130,7 +131,14 @@ def _storage_url(url: str | None, out: Path) -> str:
     return url
 
 
-def _trials(args: argparse.Namespace, size: int) -> int:
+def _trials(args: argparse.Namespace, space: dict) -> int:
+    from facevae.sweeps.search_space import grid_size, is_range, shown_values
+
+    size = grid_size(space)
+    ranged = [f"{name.replace('_', '-')}={shown_values(v)}" for name, v in space.items() if is_range(v)]
+    if ranged and args.sampler == "grid":
+        raise ValueError(f"--param {ranged[0]} is a range, which a grid cannot hold: list its values "
+                         "(for example lr=1e-4,1e-3,1e-2), or search it with --sampler tpe --trials N")
     if args.trials is None:
         if args.sampler != "grid":
             raise ValueError(f"--trials is needed with --sampler {args.sampler}")

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from facevae.sweeps.objectives import OBJECTIVES
+from facevae.sweeps.search_space import is_range
 from facevae.sweeps.study import SweepConfig
 
 BETA_PARAMS = ("beta", "beta_norm")
@@ -109,14 +110,21 @@ def _value(row: dict, quantity: str):
     return row["values"].get(quantity, row.get("scores", {}).get(quantity))
 
 
-def _series(rows: list[dict], x: str, quantity: str) -> dict[str, list[tuple]]:
-    """Per setting of the swept parameters other than β and the seed: (x, mean, s.d., seeds) over the seeds."""
+def ranged(config: SweepConfig) -> list[str]:
+    """The parameters searched over a range (every trial has its own value of them)."""
+    return [name for name, values in config.space.items() if is_range(values)]
+
+
+def _series(rows: list[dict], x: str, quantity: str, config: SweepConfig) -> dict[str, list[tuple]]:
+    """Per setting of the listed parameters other than β and the seed: (x, mean, s.d., seeds) over the seeds. A
+    ranged parameter makes no lines of its own: each of its values is one trial's."""
     groups: dict[str, dict[float, list[float]]] = {}
+    excluded = {*GROUPING_EXCLUDES, *ranged(config)}
     for r in _complete(rows):
         value = _value(r, quantity)
         if r[x] is None or r["duplicate_of"] is not None or value is None:
             continue
-        label = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in GROUPING_EXCLUDES) or "all trials"
+        label = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in excluded) or "all trials"
         groups.setdefault(label, {}).setdefault(r[x], []).append(value)
     return {label: [(xv, statistics.fmean(vs), statistics.stdev(vs) if len(vs) > 1 else 0.0, len(vs))
                     for xv, vs in sorted(points.items())] for label, points in groups.items()}
@@ -132,7 +140,7 @@ def beta_figure(rows: list[dict], config: SweepConfig, path: Path) -> Path:
     for i, quantity in enumerate(shown):
         for j, x in enumerate(BETA_PARAMS):
             ax = axes[i][j]
-            series = _series(rows, x, quantity)
+            series = _series(rows, x, quantity, config)
             for k, (label, points) in enumerate(series.items()):
                 xs, means, sds, _ = zip(*points)
                 ax.errorbar(xs, means, yerr=sds, fmt="o-", capsize=3, label=label if k < 10 else None)
@@ -153,7 +161,7 @@ def beta_figure(rows: list[dict], config: SweepConfig, path: Path) -> Path:
 def beta_choice(rows: list[dict], config: SweepConfig) -> dict | None:
     """The β the first objective picks, by the stated rule, per setting of the other swept parameters."""
     objective, direction = config.objectives[0], config.directions[0]
-    series = _series(rows, "beta", objective)
+    series = _series(rows, "beta", objective, config)
     if not series:
         return None
     rule = (f"the β whose mean {objective} over the seeds is the {'highest' if direction == 'maximize' else 'lowest'}"
@@ -185,8 +193,47 @@ def _log_x(ax, xs: list[float]) -> None:
     if not xs or xs[0] <= 0:
         return
     ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:.3g}" for x in xs])
-    ax.minorticks_off()
+    if len(xs) <= 8:  # more (a ranged β) would overlap: the log axis's own ticks then
+        ax.set_xticks(xs, [f"{x:.3g}" for x in xs])
+        ax.minorticks_off()
+
+
+def ranges_figure(rows: list[dict], config: SweepConfig, path: Path) -> Path:
+    """Each objective and recorded metric against each ranged parameter: one point per complete trial (Optuna's
+    slice plot), on a log axis where the range was searched on one."""
+    from matplotlib.figure import Figure
+
+    shown, names = quantities(rows, config), ranged(config)
+    fig = Figure(figsize=(4.2 * len(names), 3.2 * len(shown)), layout="constrained")
+    axes = fig.subplots(len(shown), len(names), squeeze=False)
+    done = [r for r in _complete(rows) if r["duplicate_of"] is None]
+    for i, quantity in enumerate(shown):
+        for j, name in enumerate(names):
+            points = [(r["params"][name], _value(r, quantity)) for r in done
+                      if name in r["params"] and _value(r, quantity) is not None]
+            ax = axes[i][j]
+            ax.scatter([x for x, _ in points], [y for _, y in points], c=range(len(points)), cmap="viridis", s=18)
+            _range_axis(ax, config.space[name])
+            ax.set_xlabel(f"{name} (searched over {config.space[name]['low']:g}..{config.space[name]['high']:g})")
+            ax.set_ylabel(quantity)
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"sweep {config.study}: one point per complete trial, coloured by trial order ({len(done)} trials)")
+    fig.savefig(path, dpi=100, facecolor="white")
+    return path
+
+
+def _range_axis(ax, bounds: dict) -> None:
+    """The x axis spans the whole range searched, so that where the trials went shows."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
+    if bounds["log"]:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short range
+    elif bounds["type"] == "int":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    pad = (bounds["high"] / bounds["low"]) ** 0.03 if bounds["log"] else 0.03 * (bounds["high"] - bounds["low"])
+    ax.set_xlim(*((bounds["low"] / pad, bounds["high"] * pad) if bounds["log"]
+                  else (bounds["low"] - pad, bounds["high"] + pad)))
 
 
 def pareto_figure(rows: list[dict], config: SweepConfig, path: Path) -> Path:
@@ -224,7 +271,9 @@ def build_sweep_report(sweep_dir: str | os.PathLike) -> dict:
     report = {"study": config.study, "storage": config.storage, "objectives": config.objectives,
               "directions": config.directions, "space": config.space, "trials": rows,
               "best": best, "files": files, "beta_choice": beta_choice(rows, config),
-              "by_beta": {q: _series(rows, "beta", q) for q in quantities(rows, config)}}
+              "by_beta": {q: _series(rows, "beta", q, config) for q in quantities(rows, config)}}
+    if ranged(config):
+        files["ranges"] = str(ranges_figure(rows, config, root / "objective_vs_ranges.png"))
     if len(config.objectives) == 2:
         files["pareto"] = str(pareto_figure(rows, config, root / "pareto.png"))
         report["pareto_front"] = [r["number"] for r in pareto_front(rows, config)]
@@ -263,6 +312,9 @@ def _write_html(report: dict, config: SweepConfig, root: Path, path: Path) -> No
                 Section("choice", "Which β", _choice_html(report)),
                 Section("beta", "Against β and β_norm", img_tag(report["files"]["figure"], "objective against beta")),
                 Section("trials", "Trials", html_table(header, rows, raw_columns=[len(header) - 2]))]
+    if "ranges" in report["files"]:
+        sections.insert(3, Section("ranges", "Against the ranged settings",
+                                   img_tag(report["files"]["ranges"], "objective against the ranged settings")))
     if "pareto" in report["files"]:
         sections.append(Section("pareto", "Pareto front", img_tag(report["files"]["pareto"], "Pareto front")))
     subtitle = (f"{', '.join(f'{o} ({d})' for o, d in zip(config.objectives, config.directions))} · "
@@ -304,7 +356,7 @@ def format_trials(report: dict) -> str:
     """The trial table as text, and the best run."""
     params = list(report["space"])
     header = ["#", "state", *params, "beta_norm", *report["objectives"], "run"]
-    lines = [[str(r["number"]), r["state"].lower(), *[str(r["params"].get(p, "")) for p in params],
+    lines = [[str(r["number"]), r["state"].lower(), *[_short(r["params"].get(p, "")) for p in params],
               _short(r["beta_norm"]), *[_short(r["values"].get(o)) for o in report["objectives"]], r["run_dir"] or ""]
              for r in report["trials"]]
     widths = [max(len(x) for x in column) for column in zip(header, *lines)]

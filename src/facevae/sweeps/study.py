@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import optuna
@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from facevae.common.files import make_dir
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
-from facevae.sweeps.search_space import trial_config
+from facevae.sweeps.search_space import suggest, trial_config
 from facevae.sweeps.storage import retried_trial
 
 CONFIG_NAME = "sweep.json"
@@ -36,7 +36,7 @@ class SweepConfig:
     out: str
     storage: str
     study: str
-    space: dict[str, list]
+    space: dict[str, list | dict]  # a setting's values, or a range (search_space.parse_param)
     objectives: list[str]
     directions: list[str]
     trials: int
@@ -65,12 +65,31 @@ class SweepConfig:
         path = Path(out) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{out}: not a sweep directory (no {CONFIG_NAME}); make one with `facevae sweep`")
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path}: holds a JSON {type(saved).__name__}, not a sweep's settings")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})  # an older sweep's leftovers are not read
+        try:
+            config = cls(**{k: v for k, v in saved.items() if k in known})  # an older sweep's leftovers are not read
+        except TypeError:
+            missing = [f.name for f in fields(cls) if f.name not in saved and f.default is MISSING
+                       and f.default_factory is MISSING]
+            raise ValueError(f"{path}: lacks {', '.join(missing)} (cut short?)") from None
+        if not isinstance(config.space, dict) or not all(map(_stored_values, config.space.values())):
+            raise ValueError(f"{path}: its space is not lists of values and ranges, as `facevae sweep` writes it")
+        return config
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in IDENTITY}
+
+
+def _stored_values(values) -> bool:
+    if isinstance(values, list):
+        return bool(values)
+    return isinstance(values, dict) and set(values) == {"low", "high", "log", "type"} and values["type"] in ("int", "float")
 
 
 # --- the study -----------------------------------------------------------------------------------------
@@ -115,7 +134,7 @@ def take_place(trial: optuna.Trial, config: SweepConfig) -> dict:
     """The trial's point, once it holds a place in the budget (TrialPruned, marked surplus, if none is left)."""
     budget.claim_place(trial, config.trials)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    return {name: trial.suggest_categorical(name, values) for name, values in config.space.items()}
+    return {name: suggest(trial, name, values) for name, values in config.space.items()}
 
 
 def run_trial(trial: optuna.Trial, config: SweepConfig) -> float | list[float]:
