@@ -160,6 +160,20 @@ def test_a_run_whose_data_was_moved_names_it_and_the_fix_works(data, finished, t
     assert main(["reconstruct", str(run)]) == 0
 
 
+def test_a_key_no_setting_reads_in_a_runs_config_is_named_once(finished, tmp_path, capsys):
+    import yaml
+
+    run = copy_run(finished, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["learning_rate"] = config["train"].pop("lr")  # a hand edit's typo
+    config["notes"] = "mine"
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["reconstruct", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("notes, train.learning_rate are not settings of this version of facevae") == 1, err
+    assert str(run / "config.yaml") in err
+
+
 @pytest.mark.parametrize("argv", [
     ["data", "synth", "FILE/out", "--n", "5"], ["data", "fake-celeba", "FILE/out", "--n", "5"],
     ["data", "explore", "DATA", "--out", "FILE/out"], ["data", "show", "DATA", "--out", "FILE/sub/grid.png"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from facevae.common.settings import setting
-from facevae.training.config import TrainerSettings
+from facevae.training.config import CLASSIFIER_KIND, TrainerSettings
 
 BALANCING = ("none", "pos-weight", "sampler")
 THRESHOLD_RULES = ("accuracy", "balanced_accuracy", "fixed")
@@ -88,7 +88,7 @@ class ClassifierConfig(TrainerSettings):
     def save(self, path: Path) -> None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump({"kind": "attribute_classifier", "classifier": self.to_dict()}, sort_keys=False))
+        tmp.write_text(yaml.safe_dump({"kind": CLASSIFIER_KIND, "classifier": self.to_dict()}, sort_keys=False))
         tmp.replace(path)
 
     @classmethod
@@ -97,7 +97,7 @@ class ClassifierConfig(TrainerSettings):
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: cannot read run config ({exc})") from None
-        if raw.get("kind") != "attribute_classifier":
+        if raw.get("kind") != CLASSIFIER_KIND:
             raise ValueError(f"{Path(path).parent}: not an attribute-classifier run (a VAE run? "
                              "`facevae classify` takes runs made by `facevae classify train`)")
         return cls.from_dict(raw.get("classifier", {}))
@@ -111,4 +111,4 @@ def is_classifier_run(run_dir: str | Path) -> bool:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return False
-    return isinstance(raw, dict) and raw.get("kind") == "attribute_classifier"
+    return isinstance(raw, dict) and raw.get("kind") == CLASSIFIER_KIND

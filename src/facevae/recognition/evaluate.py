@@ -29,6 +29,7 @@ import torch
 from facevae.common.errors import DatasetError, RunError
 from facevae.common.files import make_dir, write_json_atomic
 from facevae.recognition.config import THRESHOLD_RULES
+from facevae.training.config import CLASSIFIER_KIND
 
 METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc")
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "f1": "F1", "roc_auc": "ROC AUC"}
@@ -280,7 +281,7 @@ def evaluate(run_dir: str | os.PathLike, threshold_by: str | None = None, batch_
     (out_dir / "eval.md").write_text(
         f"# Attribute recognition: {run_dir.name}\n\n{config.backbone} on {config.data} (split {config.split}); "
         f"thresholds chosen on the validation split by {rule}.\n\n" + table)
-    result = {"run": str(run_dir), "kind": "attribute_classifier", "backbone": config.backbone,
+    result = {"run": str(run_dir), "kind": CLASSIFIER_KIND, "backbone": config.backbone,
               "data": config.data, "split": config.split, "threshold_by": rule, "thresholds_from": source,
               "valid_images": len(valid_y), "test_images": len(test_y),
               "eval_images_per_second": round(img_s, 1), "device": str(device),

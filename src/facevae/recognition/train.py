@@ -31,7 +31,7 @@ from facevae.recognition.data import ClassifierDataModule
 from facevae.recognition.module import ClassifierModule
 from facevae.training.callbacks import MetricsFile
 from facevae.training.checkpoints import export_weights, read_exported
-from facevae.training.config import resolve_precision
+from facevae.training.config import CLASSIFIER_KIND, resolve_precision
 from facevae.training.console import lightning_quiet
 from facevae.training.run import (
     best_model,
@@ -129,7 +129,7 @@ def _fit_and_export(config: ClassifierConfig, module: ClassifierModule, datamodu
 
 def export(model: AttributeClassifier, run_dir: Path, attribute_names: list[str]) -> Path:
     """model.safetensors + model.json: everything :func:`load_classifier` needs, no pickle, no Lightning."""
-    info = {"kind": "attribute_classifier", "backbone": model.backbone, "input_size": model.input_size,
+    info = {"kind": CLASSIFIER_KIND, "backbone": model.backbone, "input_size": model.input_size,
             "pretrained_normalisation": model.pretrained, "attribute_names": list(attribute_names),
             "width": model.width}
     return export_weights(model, run_dir, info)
@@ -138,7 +138,7 @@ def export(model: AttributeClassifier, run_dir: Path, attribute_names: list[str]
 def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> AttributeClassifier:
     """A trained classifier from a run directory, in eval mode; ``.attribute_names`` lists its outputs."""
     state, info = read_exported(run_dir, "classifier")
-    if info.get("kind") != "attribute_classifier":
+    if info.get("kind") != CLASSIFIER_KIND:
         raise RunError(f"{run_dir}: not an attribute-classifier run (a VAE run?)")
     model = AttributeClassifier(info["backbone"], len(info["attribute_names"]), input_size=info["input_size"],
                                 pretrained=info["pretrained_normalisation"], width=info.get("width") or 32, init=False)

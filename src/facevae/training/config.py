@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -170,7 +171,7 @@ class RunConfig:
         raw = _read_yaml_mapping(path)
         if "kind" in raw:  # a VAE run's config has none; `facevae classify train` writes kind: attribute_classifier
             what = ("an attribute-classifier run (`facevae classify eval` takes it)"
-                    if raw["kind"] == "attribute_classifier" else f"a run of another kind ({raw['kind']!r})")
+                    if raw["kind"] == CLASSIFIER_KIND else f"a run of another kind ({raw['kind']!r})")
             raise RunError(f"{path.parent}: {what}, not a VAE run; this command takes a run of `facevae train`")
         for section, keys in REQUIRED_KEYS.items():
             if not isinstance(raw.get(section), dict):
@@ -178,6 +179,7 @@ class RunConfig:
             missing = [k for k in keys if k not in raw[section]]
             if missing:
                 raise RunError(f"{path}: its {section!r} section lacks {', '.join(missing)} (cut short?)")
+        _warn_of_unknown_keys(path, raw)
         try:
             return cls.from_dict(raw)
         except (ValueError, TypeError) as exc:  # a wrong type or value, as the dataclasses' checks word it
@@ -215,9 +217,27 @@ class RunConfig:
                 "cross-entropy and bits/dim are not comparable with the other likelihoods'")
 
 
+# What `facevae classify train` writes as the "kind" of its config.yaml and model.json; a VAE run's have no kind.
+CLASSIFIER_KIND = "attribute_classifier"
 # Keys a run's config.yaml has always had: one that lacks them was cut short or is something else.
 REQUIRED_KEYS = {"model": ("model", "latent_dim", "image_size"),
                  "train": ("data", "split", "epochs", "batch_size", "eval_k")}
+
+
+_WARNED: set[Path] = set()
+
+
+def _warn_of_unknown_keys(path: Path, raw: dict) -> None:
+    """A line on stderr, once per file, for keys no setting reads: a typo in a hand edit would otherwise change
+    nothing without a word (they are not refused: a run made by another version of facevae may have them)."""
+    known = {"model": _field_names(ModelConfig), "train": _field_names(TrainConfig)}
+    unknown = [k for k in raw if k not in known] + [f"{section}.{k}" for section, names in known.items()
+                                                     for k in raw.get(section, {}) if k not in names]
+    if unknown and path.resolve() not in _WARNED:
+        _WARNED.add(path.resolve())
+        what = "is not a setting" if len(unknown) == 1 else "are not settings"
+        print(f"facevae: warning: {path}: {', '.join(map(str, unknown))} {what} of this version of facevae, so "
+              "nothing reads them (a typo?)", file=sys.stderr)
 
 
 def _read_yaml_mapping(path: Path) -> dict:

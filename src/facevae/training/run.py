@@ -56,7 +56,7 @@ from facevae.training.checkpoints import (
     reexport_fix,
     safe_load,
 )
-from facevae.training.config import RunConfig, resolve_precision
+from facevae.training.config import CLASSIFIER_KIND, RunConfig, resolve_precision
 from facevae.training.console import lightning_quiet
 from facevae.training.logs import ResumableCSVLogger
 from facevae.training.module import VAEModule
@@ -404,7 +404,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> VAEB
     """
     state, info = read_exported(run_dir)
     info_path, fix = Path(run_dir) / "model.json", reexport_fix(run_dir)
-    if info.get("kind") == "attribute_classifier":  # what `facevae classify train` exports
+    if info.get("kind") == CLASSIFIER_KIND:
         raise RunError(f"{run_dir}: an attribute-classifier run, not a VAE run; load it with "
                        "facevae.recognition.train.load_classifier")
     if not isinstance(info.get("model"), dict):
