@@ -99,14 +99,12 @@ def suggest(trial, name: str, values):
     return draw(name, values["low"], values["high"], log=values["log"])
 
 
-def shown_values(values) -> str:
-    """A parameter's values as ``--param`` takes them."""
-    if is_range(values):
-        return f"{values['low']:g}..{values['high']:g}" + (":log" if values["log"] else "")
-    return ",".join(map(str, values))
+def range_text(bounds: dict) -> str:
+    """A range as ``--param`` takes it."""
+    return f"{bounds['low']:g}..{bounds['high']:g}" + (":log" if bounds["log"] else "")
 
 
-def parse_params(specs: list[str]) -> dict[str, list]:
+def parse_params(specs: list[str]) -> dict[str, list | dict]:
     """Several ``--param`` specs → ``{setting: values}``; a name may appear once."""
     if not specs:
         raise ValueError("give at least one --param NAME=V1,V2,... (for example --param beta=1,2,4)")
