@@ -216,7 +216,7 @@ def test_ranges_are_searched_by_tpe_within_their_ends_and_the_report_plots_them(
 def test_a_damaged_sweep_json_is_a_one_line_error(tmp_path, capsys):
     good = {"out": str(tmp_path), "storage": "sqlite:///x.db", "study": "s", "space": {"beta": [1.0]},
             "objectives": ["val_elbo"], "directions": ["maximize"], "trials": 1}
-    cases = {"{bad": "not valid JSON", "[1]": "holds a JSON list", '{"out": "x"}': "lacks storage, study, space",
+    cases = {"{bad": "not valid JSON", "[1]": "holds a list, not an object", '{"out": "x"}': "lacks storage, study, space",
              json.dumps(good | {"space": {"lr": {"low": 1}}}): "its space is not lists of values and ranges",
              json.dumps(good | {"space": {"beta": []}}): "its space is not lists"}
     for text, message in cases.items():

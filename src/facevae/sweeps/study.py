@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from facevae.common.files import make_dir
+from facevae.common.files import make_dir, read_json
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
 from facevae.sweeps.search_space import suggest, trial_config
@@ -65,12 +65,7 @@ class SweepConfig:
         path = Path(out) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{out}: not a sweep directory (no {CONFIG_NAME}); make one with `facevae sweep`")
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(saved, dict):
-            raise ValueError(f"{path}: holds a JSON {type(saved).__name__}, not a sweep's settings")
+        saved = read_json(path)
         known = {f.name for f in fields(cls)}
         try:
             config = cls(**{k: v for k, v in saved.items() if k in known})  # an older sweep's leftovers are not read
