@@ -135,9 +135,9 @@ def _trials(args: argparse.Namespace, space: dict) -> int:
     from facevae.sweeps.search_space import grid_size, is_range, range_text
 
     size = grid_size(space)
-    ranged = [f"{name.replace('_', '-')}={range_text(v)}" for name, v in space.items() if is_range(v)]
+    ranged = next((f"{name.replace('_', '-')}={range_text(v)}" for name, v in space.items() if is_range(v)), None)
     if ranged and args.sampler == "grid":
-        raise ValueError(f"--param {ranged[0]} is a range, which a grid cannot hold: list its values "
+        raise ValueError(f"--param {ranged} is a range, which a grid cannot hold: list its values "
                          "(for example lr=1e-4,1e-3,1e-2), or search it with --sampler tpe --trials N")
     if args.trials is None:
         if args.sampler != "grid":

@@ -87,8 +87,18 @@ def _parse_range(text: str, hint, choices) -> dict:
     return {"low": low, "high": high, "log": log, "type": type(low).__name__}
 
 
+RANGE_KEYS = {"low", "high", "log", "type"}
+
+
 def is_range(values) -> bool:
     return isinstance(values, dict)
+
+
+def well_formed(values) -> bool:
+    """Whether a parameter's entry of a stored space is what parse_param makes: a non-empty list or a range."""
+    if is_range(values):
+        return set(values) == RANGE_KEYS and values["type"] in ("int", "float")
+    return isinstance(values, list) and bool(values)
 
 
 def suggest(trial, name: str, values):

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from facevae.common.files import make_dir, read_json
 from facevae.sweeps import budget
 from facevae.sweeps.objectives import ELBO_OBJECTIVES, objective_values
-from facevae.sweeps.search_space import suggest, trial_config
+from facevae.sweeps.search_space import suggest, trial_config, well_formed
 from facevae.sweeps.storage import retried_trial
 
 CONFIG_NAME = "sweep.json"
@@ -73,18 +73,12 @@ class SweepConfig:
             missing = [f.name for f in fields(cls) if f.name not in saved and f.default is MISSING
                        and f.default_factory is MISSING]
             raise ValueError(f"{path}: lacks {', '.join(missing)} (cut short?)") from None
-        if not isinstance(config.space, dict) or not all(map(_stored_values, config.space.values())):
+        if not isinstance(config.space, dict) or not all(map(well_formed, config.space.values())):
             raise ValueError(f"{path}: its space is not lists of values and ranges, as `facevae sweep` writes it")
         return config
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in IDENTITY}
-
-
-def _stored_values(values) -> bool:
-    if isinstance(values, list):
-        return bool(values)
-    return isinstance(values, dict) and set(values) == {"low", "high", "log", "type"} and values["type"] in ("int", "float")
 
 
 # --- the study -----------------------------------------------------------------------------------------
